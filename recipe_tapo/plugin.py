@@ -1,0 +1,6 @@
+"""The `verl.plugins` entry point: `import verl` imports this module in every process.
+
+Registrations only. verl swallows plugin import errors (it logs them at debug level), so a failure
+here would silently leave `algorithm.adv_estimator=tapo` unknown; tests import verl in a fresh
+process and check the registry.
+"""

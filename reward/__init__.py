@@ -1,0 +1,1 @@
+"""Verifiable rewards, installed as `recipe_tapo.reward`."""

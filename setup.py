@@ -1,0 +1,40 @@
+"""Install the TAPO recipe for verl (arXiv 2606.18844).
+
+The design card keeps `workers/`, `reward/` and `config/` at the top of the repository, but those
+names are far too generic to install as top-level import packages (any other project may ship a
+`reward` or `config` package). They are installed *inside* the recipe's namespace instead:
+`workers/` is importable as `recipe_tapo.workers`, `reward/` as `recipe_tapo.reward` and `config/`
+(yaml and prompt templates, found by hydra as `pkg://recipe_tapo.conf`) as `recipe_tapo.conf`.
+"""
+
+from setuptools import setup
+
+VERL_VERSION = "0.9.1"
+
+setup(
+    name="tapo-verl",
+    version="0.1.0",
+    description="TAPO (Trajectory-Augmented Policy Optimization, arXiv 2606.18844) as a verl recipe",
+    python_requires=">=3.10",
+    packages=["recipe_tapo", "recipe_tapo.workers", "recipe_tapo.reward", "recipe_tapo.conf"],
+    package_dir={
+        "recipe_tapo": "recipe_tapo",
+        "recipe_tapo.workers": "workers",
+        "recipe_tapo.reward": "reward",
+        "recipe_tapo.conf": "config",
+    },
+    package_data={"recipe_tapo.conf": ["*.yaml", "prompts/*.txt"]},
+    # torch is deliberately absent: verl does not pin it either, and naming it here would let pip
+    # replace the CPU build with a multi-GB CUDA one. Install torch first (README).
+    install_requires=[
+        f"verl[verl-core,math]=={VERL_VERSION}",
+        "omegaconf",
+        "pylatexenc",
+    ],
+    extras_require={
+        # GPU machines only: vLLM at verl's pin (it brings its CUDA torch) and flash-attn.
+        "gpu": [f"verl[vllm]=={VERL_VERSION}", "flash-attn"],
+        "test": ["pytest", "hypothesis"],
+    },
+    entry_points={"verl.plugins": ["tapo = recipe_tapo.plugin"]},
+)

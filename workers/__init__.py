@@ -1,0 +1,1 @@
+"""Worker-level verl extensions, installed as `recipe_tapo.workers`."""
