@@ -4,3 +4,7 @@ Registrations only. verl swallows plugin import errors (it logs them at debug le
 here would silently leave `algorithm.adv_estimator=tapo` unknown; tests import verl in a fresh
 process and check the registry.
 """
+
+from recipe_tapo.workers import cpu_backend
+
+cpu_backend.register()

@@ -1,0 +1,298 @@
+"""The "hf" rollout backend: verl's server-mode rollout served by a transformers model on CPU.
+
+verl 0.9.1 generates only through vLLM, SGLang or TensorRT-LLM servers, none of which runs on a
+CPU-only machine. This backend fills the same three slots verl defines for a server backend:
+
+- `HFGenerationServer`, the server actor: token-in/token-out sampling with the token log-probs, the
+  interface verl's agent loop calls (`generate(prompt_ids, sampling_params, request_id)`), plus the
+  control calls verl makes on a server (wake up, sleep, clear cache, abort, ...);
+- `HFReplica`, a `RolloutReplica` that launches one server per replica (registered in
+  `RolloutReplicaRegistry` as "hf");
+- `HFServerAdapter`, the `BaseRollout` living in each trainer worker (registered for
+  ``rollout.name=hf``): at every weight sync it receives the FSDP actor's full weights and loads
+  them into the server, so generation always uses the policy being trained.
+
+Written against verl 0.9.1 (`verl/workers/rollout/replica.py`, `.../vllm_rollout/`).
+"""
+
+import asyncio
+import logging
+import os
+from typing import Any, Generator, Optional
+
+import ray
+import torch
+
+from verl.utils.config import omega_conf_to_dataclass
+from verl.workers.config import HFModelConfig, RolloutConfig
+from verl.workers.rollout.base import BaseRollout
+from verl.workers.rollout.replica import RolloutReplica, TokenOutput
+
+logger = logging.getLogger(__name__)
+
+SERVER_NAME_PREFIX = "hf_"
+
+
+def server_actor_name(replica_rank: int, kind: str = "") -> str:
+    """Ray actor name of a replica's server; the adapter in the trainer finds it by this name."""
+    return f"{SERVER_NAME_PREFIX}server{kind}_{replica_rank}_0"
+
+
+def max_new_tokens_for(prompt_len: int, sampling_params: dict, prompt_length: int, response_length: int,
+                       max_model_len: Optional[int]) -> int:
+    """How many tokens a request may generate, with the same rules as verl's vLLM server.
+
+    Raises:
+        ValueError: when the prompt leaves no room to generate within the model's context.
+    """
+    context = max_model_len or (prompt_length + response_length)
+    room = context - prompt_len
+    if room < 1:
+        raise ValueError(
+            f"Prompt length ({prompt_len}) leaves no room to generate within the model's maximum "
+            f"context length ({context}); raise rollout.max_model_len or shorten the prompt."
+        )
+    if "max_tokens" in sampling_params:
+        wanted = sampling_params["max_tokens"]
+    elif "max_new_tokens" in sampling_params:
+        wanted = sampling_params["max_new_tokens"]
+    else:
+        wanted = min(response_length, prompt_length + response_length - prompt_len)
+    return max(1, min(int(wanted), room))
+
+
+def sample_next_token(logits: torch.Tensor, temperature: float, top_p: float, top_k: int,
+                      generator: torch.Generator) -> tuple[int, float]:
+    """Sample one token from last-position logits.
+
+    Args:
+        logits: [vocab] float tensor.
+
+    Returns:
+        (token id, its log-prob under softmax(logits / temperature)): the untruncated distribution,
+        which is what verl's actor recomputes, so the two log-probs are comparable.
+    """
+    if temperature <= 0:
+        token = int(torch.argmax(logits))
+        return token, float(torch.log_softmax(logits.float(), dim=-1)[token])
+    scaled = logits.float() / temperature
+    log_probs = torch.log_softmax(scaled, dim=-1)
+    probs = log_probs.exp()
+    if top_k is not None and 0 < top_k < probs.numel():
+        kth = torch.topk(probs, top_k).values[-1]
+        probs = torch.where(probs >= kth, probs, torch.zeros_like(probs))
+    if top_p is not None and top_p < 1.0:
+        sorted_probs, order = torch.sort(probs, descending=True)
+        # Keep the smallest prefix whose mass reaches top_p (the first token always stays).
+        outside = torch.cumsum(sorted_probs, dim=-1) - sorted_probs >= top_p
+        sorted_probs[outside] = 0.0
+        probs = torch.zeros_like(probs).scatter(0, order, sorted_probs)
+    token = int(torch.multinomial(probs / probs.sum(), 1, generator=generator))
+    return token, float(log_probs[token])
+
+
+class HFGenerationServer:
+    """Token-in/token-out generation with a transformers causal LM on the CPU (a Ray actor)."""
+
+    def __init__(self, config: RolloutConfig, model_config: HFModelConfig, replica_rank: int):
+        from transformers import AutoModelForCausalLM
+
+        config = omega_conf_to_dataclass(config)
+        model_config = omega_conf_to_dataclass(model_config, dataclass_type=HFModelConfig)
+        self.config = config
+        self.replica_rank = replica_rank
+        self.model = AutoModelForCausalLM.from_pretrained(
+            model_config.local_path,
+            torch_dtype=torch.float32,
+            attn_implementation="sdpa",
+            trust_remote_code=model_config.trust_remote_code,
+        ).eval()
+        self.stop_token_ids = self._stop_token_ids(model_config)
+        self.generator = torch.Generator().manual_seed(int(getattr(config, "seed", 0) or 0) + replica_rank)
+        # One request at a time: the model is shared and CPU generation gains little from overlap.
+        self._lock = asyncio.Lock()
+        self.global_steps: Optional[int] = None
+        self.weight_version = 0
+
+    def _stop_token_ids(self, model_config: HFModelConfig) -> set[int]:
+        ids = set()
+        for source in (self.model.generation_config, getattr(model_config, "tokenizer", None)):
+            eos = getattr(source, "eos_token_id", None) if source is not None else None
+            if isinstance(eos, int):
+                ids.add(eos)
+            elif eos:
+                ids.update(int(i) for i in eos)
+        return ids
+
+    @torch.no_grad()
+    def _generate(self, prompt_ids: list[int], max_new_tokens: int, temperature: float, top_p: float,
+                  top_k: int, ignore_eos: bool) -> tuple[list[int], list[float]]:
+        input_ids = torch.tensor([prompt_ids], dtype=torch.long)
+        past = None
+        tokens, log_probs = [], []
+        for _ in range(max_new_tokens):
+            out = self.model(input_ids=input_ids, past_key_values=past, use_cache=True)
+            past = out.past_key_values
+            token, log_prob = sample_next_token(out.logits[0, -1], temperature, top_p, top_k, self.generator)
+            tokens.append(token)
+            log_probs.append(log_prob)
+            if token in self.stop_token_ids and not ignore_eos:
+                break
+            input_ids = torch.tensor([[token]], dtype=torch.long)
+        return tokens, log_probs
+
+    async def generate(
+        self,
+        prompt_ids: list[int],
+        sampling_params: dict[str, Any],
+        request_id: str,
+        image_data: Optional[list[Any]] = None,
+        video_data: Optional[list[Any]] = None,
+        audio_data: Optional[list[Any]] = None,
+        mm_processor_kwargs: Optional[dict[str, Any]] = None,
+        **kwargs,
+    ) -> TokenOutput:
+        if image_data or video_data or audio_data:
+            raise ValueError("the hf rollout backend serves text-only models")
+        prompt_ids = [int(i) for i in prompt_ids]
+        params = dict(sampling_params)
+        max_new = max_new_tokens_for(
+            len(prompt_ids), params, self.config.prompt_length, self.config.response_length,
+            getattr(self.config, "max_model_len", None),
+        )
+        temperature = float(params.get("temperature", self.config.temperature))
+        top_p = float(params.get("top_p", 1.0))
+        top_k = int(params.get("top_k", -1) or -1)
+        ignore_eos = bool(params.get("ignore_eos", getattr(self.config, "ignore_eos", False)))
+        async with self._lock:
+            tokens, log_probs = await asyncio.to_thread(
+                self._generate, prompt_ids, max_new, temperature, top_p, top_k, ignore_eos
+            )
+        return TokenOutput(
+            token_ids=tokens,
+            log_probs=log_probs if params.get("logprobs", False) else None,
+            stop_reason="completed",
+            extra_fields={"global_steps": self.global_steps},
+        )
+
+    async def load_weights(self, named_tensors: dict[str, torch.Tensor]) -> int:
+        """Load the trainer's full weights; every model parameter must be covered.
+
+        Returns the new weight version (a count of syncs), for tests and logs.
+        """
+        missing, unexpected = self.model.load_state_dict(named_tensors, strict=False)
+        tied = set(getattr(self.model, "_tied_weights_keys", None) or ())
+        tied |= {"lm_head.weight"} if self.model.config.tie_word_embeddings else set()
+        missing = [name for name in missing if name not in tied]
+        if missing or unexpected:
+            raise ValueError(
+                f"weight sync does not match the rollout model: missing {missing[:5]}, unexpected {unexpected[:5]}"
+            )
+        if self.model.config.tie_word_embeddings:
+            self.model.tie_weights()
+        self.weight_version += 1
+        return self.weight_version
+
+    async def set_global_steps(self, global_steps: int):
+        self.global_steps = global_steps
+
+    # Control calls verl makes on every server backend. CPU memory is not released between phases,
+    # and requests are served to completion, so these have nothing to do.
+    async def wake_up(self, tags: Optional[list[str]] = None):
+        return None
+
+    async def sleep(self):
+        return None
+
+    async def clear_kv_cache(self):
+        return None
+
+    async def release_kv_cache(self):
+        return None
+
+    async def resume_kv_cache(self):
+        return None
+
+    async def wait_for_requests_to_drain(self):
+        async with self._lock:
+            return None
+
+    async def abort_all_requests(self, reject_request: bool = False, **kwargs) -> dict[str, Any]:
+        return {"aborted_count": 0, "request_ids": []}
+
+    async def abort_request(self, request_id: str, **kwargs) -> dict[str, Any]:
+        return {"aborted": False, "request_id": request_id}
+
+    async def resume_generation(self):
+        return None
+
+    async def start_profile(self, **kwargs):
+        return None
+
+    async def stop_profile(self):
+        return None
+
+
+class HFReplica(RolloutReplica):
+    """One `HFGenerationServer` per replica, placed on the node of the replica's first worker."""
+
+    async def launch_servers(self):
+        kind = "_reward" if self.is_reward_model else "_teacher" if self.is_teacher_model else ""
+        options = {"name": server_actor_name(self.replica_rank, kind) + self.name_suffix,
+                   "max_concurrency": self.max_concurrency, "num_cpus": 0}
+        if self.workers:
+            node_id = await self.workers[0].__ray_call__.remote(lambda _: ray.get_runtime_context().get_node_id())
+            options["scheduling_strategy"] = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(
+                node_id=node_id, soft=False
+            )
+        server = ray.remote(HFGenerationServer).options(**options).remote(
+            config=self.config, model_config=self.model_config, replica_rank=self.replica_rank
+        )
+        self.servers = [server]
+        self._server_handle = server
+        self._server_address = options["name"]
+
+
+class HFServerAdapter(BaseRollout):
+    """The trainer-side end of the hf backend: pushes synced weights to this replica's server."""
+
+    def __init__(self, config: RolloutConfig, model_config: HFModelConfig, device_mesh, replica_rank: int = -1):
+        super().__init__(config, model_config, device_mesh)
+        rollout_world_size = (
+            self.config.tensor_model_parallel_size
+            * self.config.data_parallel_size
+            * self.config.pipeline_model_parallel_size
+        )
+        rank = int(os.environ["RANK"])
+        self.replica_rank = rank // rollout_world_size if replica_rank == -1 else replica_rank
+        self.rollout_rank = rank % rollout_world_size
+        self.server_handle = None
+
+    def _server(self):
+        if self.server_handle is None:
+            self.server_handle = ray.get_actor(server_actor_name(self.replica_rank))
+        return self.server_handle
+
+    async def resume(self, tags: list[str]):
+        return None
+
+    async def release(self):
+        return None
+
+    @torch.no_grad()
+    async def update_weights(
+        self,
+        weights: Generator[tuple[str, torch.Tensor], None, None],
+        global_steps: Optional[int] = None,
+        wire_format: str = "named_tensors",
+        **kwargs,
+    ):
+        if wire_format != "named_tensors":
+            raise ValueError(f"the hf rollout backend takes full named tensors, not {wire_format!r}")
+        # Every rank must drain the generator: producing each full tensor may be a collective.
+        state = {name: tensor.detach().to("cpu", copy=True) for name, tensor in weights}
+        if self.rollout_rank != 0:
+            return
+        await self._server().load_weights.remote(state)
+        if global_steps is not None:
+            await self._server().set_global_steps.remote(global_steps)
