@@ -1,0 +1,249 @@
+"""Typed TAPO configuration: the `tapo:` section of the trainer yaml (arXiv 2606.18844).
+
+Defaults are the paper's values where the paper gives one (TAPO_METHOD.md section 2) and this
+project's documented choices elsewhere (section 9). `config/tapo_defaults.yaml` holds the same values
+with a comment per key; a test keeps the two in agreement.
+
+Every section validates itself on construction, and `TapoConfig` refuses settings that can never
+give a constructed row a non-zero advantage, so a mistake surfaces at start-up, not after a day of
+training that silently learned nothing from the constructions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+SYNTHESIS_MODES = ("verbatim", "anchor")
+KEEP_POLICIES = ("all", "correct_only")
+REF_GROUP_SCOPES = ("query", "batch")
+DEGENERATE_POLICIES = ("orig_baseline", "zero")
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+def _require_choice(value: str, choices: tuple[str, ...], key: str) -> None:
+    _require(value in choices, f"tapo.{key} must be one of {list(choices)}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class SelectionConfig:
+    """Difficulty-aware Candidate Selection (DCS, section 2 step 2).
+
+    A group (the K rollouts of one prompt) is eligible iff it has at least `n_pos` correct and
+    `n_neg` incorrect answers; at most `m_max` of its wrong answers are paired with a right one.
+    """
+
+    n_pos: int = 2
+    n_neg: int = 4
+    m_max: int = 4
+    # Cap on pairs per training step over the whole batch; None = no cap.
+    max_pairs_per_step: int | None = None
+    # Base seed; the trainer adds the global step so each step draws differently but reproducibly.
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _require(self.n_pos >= 1, f"tapo.selection.n_pos must be >= 1, got {self.n_pos}")
+        _require(self.n_neg >= 1, f"tapo.selection.n_neg must be >= 1, got {self.n_neg}")
+        _require(self.m_max >= 1, f"tapo.selection.m_max must be >= 1, got {self.m_max}")
+        _require(
+            self.max_pairs_per_step is None or self.max_pairs_per_step >= 1,
+            f"tapo.selection.max_pairs_per_step must be null or >= 1, got {self.max_pairs_per_step}",
+        )
+
+
+@dataclass(frozen=True)
+class SynthesisConfig:
+    """Synthesis prompts (section 2 step 3; the "anchor" mode is section 9's cheaper variant)."""
+
+    mode: str = "verbatim"
+    # Token budget of the whole synthesis prompt, chat template included. The rollout engine
+    # left-truncates longer prompts, so a prompt is shortened (right answer first) or skipped.
+    max_prompt_tokens: int = 16384
+    # The right answer is never shortened below this many tokens; the pair is skipped instead.
+    min_right_answer_tokens: int = 256
+
+    def __post_init__(self) -> None:
+        _require_choice(self.mode, SYNTHESIS_MODES, "synthesis.mode")
+        _require(
+            self.max_prompt_tokens >= 1,
+            f"tapo.synthesis.max_prompt_tokens must be >= 1, got {self.max_prompt_tokens}",
+        )
+        _require(
+            self.min_right_answer_tokens >= 0,
+            f"tapo.synthesis.min_right_answer_tokens must be >= 0, got {self.min_right_answer_tokens}",
+        )
+
+
+@dataclass(frozen=True)
+class SplicingConfig:
+    """Assembly of the trained trajectory from the wrong answer's own ids (section 9)."""
+
+    # A kept prefix shorter than this (in the wrong answer's tokens) makes a "full reconstruction",
+    # which the paper's ablation found worse: dropped.
+    min_prefix_tokens: int = 32
+    # Same, as a fraction of the wrong answer's tokens (0 disables).
+    min_prefix_fraction: float = 0.0
+    # Move the cut back to the last line break before the departure, not only to a token boundary.
+    cut_at_line_boundary: bool = False
+    # The corrected continuation must contain this text (its final answer); "" disables the check.
+    final_answer_marker: str = "\\boxed"
+    # Longest trained response in tokens, EOS included; null = the trainer's data.max_response_length.
+    max_response_length: int | None = None
+
+    def __post_init__(self) -> None:
+        _require(
+            self.min_prefix_tokens >= 0,
+            f"tapo.splicing.min_prefix_tokens must be >= 0, got {self.min_prefix_tokens}",
+        )
+        _require(
+            0.0 <= self.min_prefix_fraction < 1.0,
+            f"tapo.splicing.min_prefix_fraction must be in [0, 1), got {self.min_prefix_fraction}",
+        )
+        _require(
+            self.max_response_length is None or self.max_response_length >= 2,
+            f"tapo.splicing.max_response_length must be null or >= 2, got {self.max_response_length}",
+        )
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    """Which scored constructions are trained (section 9): every one, or only the correct ones."""
+
+    keep: str = "all"
+
+    def __post_init__(self) -> None:
+        _require_choice(self.keep, KEEP_POLICIES, "scoring.keep")
+
+
+@dataclass(frozen=True)
+class AdvantageConfig:
+    """Decoupled Advantage Estimation (section 2 step 6, section 9).
+
+    Whether advantages are divided by the group std follows verl's own
+    `algorithm.norm_adv_by_std_in_grpo`, so that G_orig matches GRPO under the same setting.
+    """
+
+    # G_ref = the constructions of one question ("query") or of the whole batch ("batch").
+    ref_group_scope: str = "query"
+    # A G_ref whose rewards are all equal (or that has one member): "orig_baseline" normalises its
+    # rows with the statistics of the G_orig they were built from; "zero" gives them advantage 0.
+    degenerate: str = "orig_baseline"
+    # lambda in L = L_GRPO(G_orig) + lambda * L_ref(G_ref).
+    ref_loss_weight: float = 1.0
+    # Added to the std, as verl's GRPO (compute_grpo_outcome_advantage's default).
+    epsilon: float = 1e-6
+
+    def __post_init__(self) -> None:
+        _require_choice(self.ref_group_scope, REF_GROUP_SCOPES, "advantage.ref_group_scope")
+        _require_choice(self.degenerate, DEGENERATE_POLICIES, "advantage.degenerate")
+        _require(
+            self.ref_loss_weight > 0.0,
+            "tapo.advantage.ref_loss_weight (lambda) must be > 0: with 0 no constructed row can ever "
+            f"contribute to the loss (got {self.ref_loss_weight}); set tapo.enable=false instead",
+        )
+        _require(self.epsilon > 0.0, f"tapo.advantage.epsilon must be > 0, got {self.epsilon}")
+
+
+@dataclass(frozen=True)
+class OtsConfig:
+    """OOD Token Suppression (section 2 step 8): w_t = clamp(exp(log p + H), w_min, w_max)."""
+
+    enable: bool = True
+    w_min: float = 0.01
+    w_max: float = 10.0
+
+    def __post_init__(self) -> None:
+        _require(self.w_min > 0.0, f"tapo.ots.w_min must be > 0, got {self.w_min}")
+        _require(
+            self.w_min <= self.w_max,
+            f"tapo.ots.w_min ({self.w_min}) must be <= tapo.ots.w_max ({self.w_max})",
+        )
+
+
+@dataclass(frozen=True)
+class TapoConfig:
+    """The whole `tapo:` section. Build it with `from_dict` / `from_omegaconf` to reject typos."""
+
+    # false: the TAPO trainer runs plain GRPO (no constructions; the `tapo` estimator equals GRPO).
+    enable: bool = True
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    synthesis: SynthesisConfig = field(default_factory=SynthesisConfig)
+    splicing: SplicingConfig = field(default_factory=SplicingConfig)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
+    ots: OtsConfig = field(default_factory=OtsConfig)
+
+    def __post_init__(self) -> None:
+        # With a binary verifier, keeping only correct constructions makes every G_ref all-1s, so
+        # every G_ref is degenerate (whatever its scope); "zero" then zeroes every constructed row.
+        _require(
+            not (self.scoring.keep == "correct_only" and self.advantage.degenerate == "zero"),
+            "tapo.scoring.keep=correct_only with tapo.advantage.degenerate=zero can never give a "
+            "constructed row a non-zero advantage: every kept construction has the same reward, so "
+            "every G_ref is degenerate and is zeroed. Use degenerate=orig_baseline or keep=all.",
+        )
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any] | None) -> TapoConfig:
+        """Build from a plain nested mapping (the `tapo:` node); missing keys take defaults.
+
+        Raises:
+            ValueError: on an unknown key (named with its full path), a value of the wrong type,
+                or an invalid setting.
+        """
+        return _build_dataclass(cls, values or {}, "tapo")
+
+    @classmethod
+    def from_omegaconf(cls, node: Any) -> TapoConfig:
+        """Build from an OmegaConf node (e.g. `config.tapo` of the hydra config); None = defaults."""
+        from omegaconf import OmegaConf
+
+        if node is None:
+            return cls()
+        return cls.from_dict(OmegaConf.to_container(node, resolve=True))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict of every key, as in `config/tapo_defaults.yaml`."""
+        return dataclasses.asdict(self)
+
+
+def _build_dataclass(cls: type, values: Mapping[str, Any], path: str) -> Any:
+    if not isinstance(values, Mapping):
+        raise ValueError(f"{path} must be a mapping, got {type(values).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(str(key) for key in values if key not in known)
+    if unknown:
+        raise ValueError(f"unknown key {path}.{unknown[0]} (known keys of {path}: {sorted(known)})")
+    kwargs = {name: _coerce(value, hints[name], f"{path}.{name}") for name, value in values.items()}
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, path: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return _build_dataclass(hint, value if value is not None else {}, path)
+    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if value is None:
+        if type(None) in allowed:
+            return None
+        raise ValueError(f"{path} must not be null")
+    # bool is a subclass of int: a yaml `true` must not pass for a count, nor 1 for a switch.
+    if isinstance(value, bool):
+        if bool in allowed:
+            return value
+    elif isinstance(value, int) and (int in allowed or float in allowed):
+        return value if int in allowed else float(value)
+    elif isinstance(value, float) and float in allowed:
+        return value
+    elif isinstance(value, str) and str in allowed:
+        return value
+    expected = " or ".join(t.__name__ for t in allowed)
+    raise ValueError(f"{path} must be {expected}, got {value!r} ({type(value).__name__})")
