@@ -1,0 +1,21 @@
+"""Shared pytest fixtures."""
+
+import pytest
+
+
+# --- TAPO algorithm core (selection, synthesis, splicing, construct) ---------------------------
+@pytest.fixture(scope="session")
+def tapo_tokenizer_dir(tmp_path_factory):
+    """A saved byte-level BPE tokenizer (ChatML, eos <|im_end|>): splicing's hardest case."""
+    from recipe_tapo.tiny_assets import build_tokenizer
+
+    directory = tmp_path_factory.mktemp("tapo_tokenizer")
+    build_tokenizer(str(directory))
+    return str(directory)
+
+
+@pytest.fixture(scope="session")
+def tapo_tokenizer(tapo_tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tapo_tokenizer_dir)
