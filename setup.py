@@ -23,7 +23,7 @@ setup(
         "recipe_tapo.reward": "reward",
         "recipe_tapo.conf": "config",
     },
-    package_data={"recipe_tapo.conf": ["*.yaml", "prompts/*.txt"]},
+    package_data={"recipe_tapo.conf": ["*.yaml", "profile/*.yaml", "prompts/*.txt"]},
     # torch is deliberately absent: verl does not pin it either, and naming it here would let pip
     # replace the CPU build with a multi-GB CUDA one. Install torch first (README).
     install_requires=[

@@ -1,0 +1,151 @@
+"""The CPU platform and the hf rollout server, without Ray."""
+
+import asyncio
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from recipe_tapo.workers.cpu_backend.hf_rollout import (
+    HFGenerationServer,
+    max_new_tokens_for,
+    sample_next_token,
+)
+from recipe_tapo.workers.cpu_backend.platform import PlatformCPU
+
+
+def test_platform_is_cpu_with_gloo_and_never_auto_detected():
+    platform = PlatformCPU()
+    assert platform.device_name == "cpu"
+    assert platform.communication_backend_name() == "gloo"
+    assert platform.is_platform_available(use_smi_check=True) is False
+    # verl moves tensors with `.to(get_device_id())`: the id must name the CPU, not an index.
+    assert torch.zeros(1).to(platform.current_device()).device.type == "cpu"
+    module = platform.device_module
+    assert module.memory_allocated() == 0 and module.max_memory_reserved() == 0
+    module.empty_cache()
+    module.synchronize()
+
+
+def _verl_device_in_fresh_process(env_platform):
+    env = {"VERL_PLATFORM": env_platform} if env_platform else {}
+    code = "import verl; from verl.utils.device import get_device_name; print(get_device_name())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**__import__("os").environ, **env})
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.strip().splitlines()[-1]
+
+
+def test_cpu_platform_only_by_explicit_opt_in(monkeypatch):
+    monkeypatch.delenv("VERL_PLATFORM", raising=False)
+    assert _verl_device_in_fresh_process("cpu") == "cpu"
+    # Without the opt-in verl keeps its own fallback (nvidia), as on a GPU cluster.
+    assert _verl_device_in_fresh_process(None) == "cuda"
+
+
+def test_hf_names_registered_in_verl():
+    import verl  # noqa: F401  (loads the plugin)
+    from verl.workers.rollout.base import get_rollout_class
+    from verl.workers.rollout.replica import RolloutReplicaRegistry
+
+    assert get_rollout_class("hf").__name__ == "HFServerAdapter"
+    assert RolloutReplicaRegistry.get("hf").__name__ == "HFReplica"
+
+
+@pytest.mark.parametrize(
+    "prompt_len, params, expected",
+    [
+        (10, {}, 32),  # response_length
+        (50, {}, 14),  # prompt_length + response_length - prompt_len
+        (10, {"max_tokens": 5}, 5),
+        (10, {"max_new_tokens": 500}, 86),  # clamped to the context (96) minus the prompt
+    ],
+)
+def test_max_new_tokens_rules(prompt_len, params, expected):
+    assert max_new_tokens_for(prompt_len, params, prompt_length=32, response_length=32, max_model_len=96) == expected
+
+
+def test_prompt_without_room_is_a_clear_error():
+    with pytest.raises(ValueError, match="leaves no room to generate"):
+        max_new_tokens_for(64, {}, prompt_length=32, response_length=32, max_model_len=None)
+
+
+def test_sampling_log_prob_is_the_temperature_scaled_full_distribution():
+    logits = torch.tensor([2.0, 1.0, 0.5, -1.0])
+    generator = torch.Generator().manual_seed(0)
+    for temperature in (0.5, 1.0, 2.0):
+        token, log_prob = sample_next_token(logits, temperature, top_p=0.9, top_k=3, generator=generator)
+        assert token in (0, 1, 2)  # top_k=3 never yields the last token
+        assert log_prob == pytest.approx(float(torch.log_softmax(logits / temperature, -1)[token]))
+
+
+def test_greedy_and_degenerate_truncation_pick_the_argmax():
+    logits = torch.tensor([0.1, 3.0, 0.2])
+    generator = torch.Generator().manual_seed(0)
+    assert sample_next_token(logits, 0.0, 1.0, -1, generator)[0] == 1
+    assert all(sample_next_token(logits, 1.0, 1.0, 1, generator)[0] == 1 for _ in range(20))
+    assert all(sample_next_token(logits, 1.0, 1e-6, -1, generator)[0] == 1 for _ in range(20))
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    from recipe_tapo.tiny_assets import build_model, build_tokenizer
+
+    path = str(tmp_path_factory.mktemp("tiny_model"))
+    build_model(path, build_tokenizer(path))
+    return path
+
+
+@pytest.fixture
+def server(tiny_model_dir):
+    from verl.workers.config import HFModelConfig, RolloutConfig
+
+    config = RolloutConfig(name="hf", prompt_length=16, response_length=8, temperature=1.0)
+    model_config = HFModelConfig(path=tiny_model_dir)
+    return HFGenerationServer(config, model_config, replica_rank=0)
+
+
+def _recomputed_log_probs(model, prompt_ids, token_ids):
+    ids = torch.tensor([prompt_ids + token_ids])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0, len(prompt_ids) - 1 : -1]
+    return torch.log_softmax(logits.float(), -1).gather(-1, torch.tensor(token_ids)[:, None]).squeeze(-1)
+
+
+def test_generate_returns_tokens_with_their_log_probs(server):
+    prompt = [5, 17, 42, 9]
+    out = asyncio.run(server.generate(prompt, {"logprobs": True, "temperature": 1.0}, request_id="r"))
+    assert 1 <= len(out.token_ids) <= 8
+    assert len(out.log_probs) == len(out.token_ids)
+    expected = _recomputed_log_probs(server.model, prompt, out.token_ids)
+    assert torch.allclose(torch.tensor(out.log_probs), expected, atol=1e-5)
+    if len(out.token_ids) < 8:
+        assert out.token_ids[-1] in server.stop_token_ids
+
+
+def test_weight_sync_changes_what_the_server_generates(server):
+    """load_weights replaces every parameter: log-probs then follow the new weights exactly."""
+    prompt = [5, 17, 42, 9]
+    new_weights = {name: torch.randn_like(p) * 0.5 for name, p in server.model.state_dict().items()}
+    new_weights["lm_head.weight"] = new_weights["model.embed_tokens.weight"]  # the tiny model ties them
+    assert asyncio.run(server.load_weights(new_weights)) == 1
+    out = asyncio.run(server.generate(prompt, {"logprobs": True}, request_id="r"))
+    for name, tensor in server.model.state_dict().items():
+        assert torch.equal(tensor, new_weights[name]), name
+    expected = _recomputed_log_probs(server.model, prompt, out.token_ids)
+    assert torch.allclose(torch.tensor(out.log_probs), expected, atol=1e-5)
+
+
+def test_weight_sync_with_missing_parameters_is_refused(server):
+    weights = dict(server.model.state_dict())
+    weights.pop("model.norm.weight")
+    with pytest.raises(ValueError, match="missing .*model.norm.weight"):
+        asyncio.run(server.load_weights(weights))
+
+
+def test_log_probs_omitted_unless_asked(server):
+    out = asyncio.run(server.generate([1, 2, 3], {"max_tokens": 3}, request_id="r"))
+    assert out.log_probs is None and 1 <= len(out.token_ids) <= 3
+    assert not math.isnan(sum(out.token_ids))

@@ -1,0 +1,34 @@
+"""How the recipe installs: one import root, the verl plugin entry point, no GPU pins on CPU."""
+
+import importlib
+import importlib.metadata
+import os
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_top_level_folders_import_inside_the_recipe_namespace():
+    for module, folder in (("recipe_tapo.workers", "workers"), ("recipe_tapo.reward", "reward"),
+                           ("recipe_tapo.conf", "config")):
+        path = importlib.import_module(module).__file__
+        assert os.path.dirname(path) == os.path.join(REPO_ROOT, folder), module
+
+
+def test_distribution_declares_the_verl_plugin_and_pins_verl():
+    dist = importlib.metadata.distribution("tapo-verl")
+    plugins = [ep for ep in dist.entry_points if ep.group == "verl.plugins"]
+    assert [(ep.name, ep.value) for ep in plugins] == [("tapo", "recipe_tapo.plugin")]
+    requirements = dist.requires or []
+    assert any(r.startswith("verl[") and "==0.9.1" in r and "extra ==" not in r for r in requirements)
+    # torch is left to the user's install (CPU or CUDA build); the GPU stack only in the `gpu` extra.
+    base = [r for r in requirements if "extra ==" not in r]
+    assert not any(r.split("[")[0].split("=")[0].strip() in ("torch", "vllm", "flash-attn") for r in base)
+    assert any("vllm" in r and 'extra == "gpu"' in r for r in requirements)
+
+
+def test_configs_and_prompts_ship_with_the_package():
+    from importlib.resources import files
+
+    conf = files("recipe_tapo.conf")
+    assert conf.joinpath("tapo_trainer.yaml").is_file()
+    assert conf.joinpath("profile", "tiny_cpu.yaml").is_file()
