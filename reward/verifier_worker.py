@@ -1,0 +1,93 @@
+"""The verifier process: math-verify equivalence checks, one JSON request per line on stdin.
+
+Started by `recipe_tapo.reward.verifier` as a plain script (`python verifier_worker.py`), never
+through `multiprocessing`, so it does not re-import the caller's `__main__` and works under any
+caller (a script without a main guard, a thread, a Ray actor). Depends on the standard library and
+math-verify only.
+
+Protocol, one JSON object per line:
+    -> {"ready": true, "pid": <int>}                 once, after math-verify is imported and warm
+    <- {"gold": <str>, "pred": <str>, "seconds": <float>}
+    -> {"equal": <bool>} | {"timeout": true} | {"error": <str>, "fatal": <bool>}
+
+`seconds` arms a SIGALRM timer (this is the process's main thread, so signals work) that
+interrupts sympy between bytecodes; the caller kills the process if even that does not answer in
+time (a long C-level computation holds the interpreter).
+"""
+
+import argparse
+import json
+import os
+import resource
+import signal
+import sys
+
+# Running as a script puts this file's folder first on sys.path; its sibling modules must not
+# shadow anything math-verify imports.
+if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
+    del sys.path[0]
+
+
+class _Deadline(BaseException):
+    """Raised by the alarm. A BaseException, because math-verify catches `Exception` internally
+    and would carry on with the next candidate."""
+
+
+def _raise_deadline(signum, frame):
+    raise _Deadline
+
+
+def _equivalent(gold: str, pred: str) -> bool:
+    from math_verify import LatexExtractionConfig, parse, verify
+
+    # Timeouts off: math-verify's own alarm would cancel ours with `signal.alarm(0)`.
+    config = [LatexExtractionConfig()]
+    parsed_gold = parse("\\boxed{" + gold + "}", config, parsing_timeout=None)
+    parsed_pred = parse("\\boxed{" + pred + "}", config, parsing_timeout=None)
+    if not parsed_gold or not parsed_pred:
+        return False
+    return bool(verify(parsed_gold, parsed_pred, timeout_seconds=None))
+
+
+def _answer(request: dict) -> dict:
+    try:
+        try:
+            signal.setitimer(signal.ITIMER_REAL, max(float(request["seconds"]), 0.001))
+            return {"equal": _equivalent(request["gold"], request["pred"])}
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    except _Deadline:
+        return {"timeout": True}
+    except MemoryError:
+        # sympy's caches may be half-updated: ask to be replaced.
+        return {"error": "MemoryError", "fatal": True}
+    except Exception as error:  # math-verify/sympy raise many types on malformed LaTeX
+        return {"error": f"{type(error).__name__}: {error}"[:300], "fatal": False}
+
+
+def _send(message: dict) -> None:
+    sys.stdout.write(json.dumps(message) + "\n")
+    sys.stdout.flush()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--memory-mb", type=int, default=0, help="address-space limit; 0 = none")
+    args = parser.parse_args()
+    if args.memory_mb > 0:
+        limit = args.memory_mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    import logging
+
+    # math-verify warns on every call that its timeouts are off; the alarm above replaces them.
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
+    signal.signal(signal.SIGALRM, _raise_deadline)
+    _equivalent("1", "1")  # imports sympy and builds the LaTeX parser before the first request
+    _send({"ready": True, "pid": os.getpid()})
+    for line in sys.stdin:
+        _send(_answer(json.loads(line)))
+
+
+if __name__ == "__main__":
+    main()
