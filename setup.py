@@ -7,22 +7,29 @@ names are far too generic to install as top-level import packages (any other pro
 (yaml and prompt templates, found by hydra as `pkg://recipe_tapo.conf`) as `recipe_tapo.conf`.
 """
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 VERL_VERSION = "0.9.1"
+
+# repository folder -> import name (with every sub-package below it)
+PACKAGE_ROOTS = {
+    "recipe_tapo": "recipe_tapo",
+    "workers": "recipe_tapo.workers",
+    "reward": "recipe_tapo.reward",
+    "config": "recipe_tapo.conf",
+}
 
 setup(
     name="tapo-verl",
     version="0.1.0",
     description="TAPO (Trajectory-Augmented Policy Optimization, arXiv 2606.18844) as a verl recipe",
     python_requires=">=3.10",
-    packages=["recipe_tapo", "recipe_tapo.workers", "recipe_tapo.reward", "recipe_tapo.conf"],
-    package_dir={
-        "recipe_tapo": "recipe_tapo",
-        "recipe_tapo.workers": "workers",
-        "recipe_tapo.reward": "reward",
-        "recipe_tapo.conf": "config",
-    },
+    packages=[
+        f"{root}.{sub}" if sub else root
+        for folder, root in PACKAGE_ROOTS.items()
+        for sub in ["", *find_packages(folder)]
+    ],
+    package_dir={root: folder for folder, root in PACKAGE_ROOTS.items()},
     package_data={"recipe_tapo.conf": ["*.yaml", "profile/*.yaml", "prompts/*.txt"]},
     # torch is deliberately absent: verl does not pin it either, and naming it here would let pip
     # replace the CPU build with a multi-GB CUDA one. Install torch first (README).

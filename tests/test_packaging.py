@@ -32,3 +32,26 @@ def test_configs_and_prompts_ship_with_the_package():
     conf = files("recipe_tapo.conf")
     assert conf.joinpath("tapo_trainer.yaml").is_file()
     assert conf.joinpath("profile", "tiny_cpu.yaml").is_file()
+
+
+def test_wheel_ships_every_module_and_config(tmp_path):
+    """A regular (non-editable) install must carry every sub-package of the mapped folders."""
+    import subprocess
+    import sys
+    import zipfile
+
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                    "-w", str(tmp_path), REPO_ROOT], check=True, timeout=300, capture_output=True)
+    (wheel,) = tmp_path.glob("tapo_verl-*.whl")
+    shipped = set(zipfile.ZipFile(wheel).namelist())
+    expected = set()
+    for folder, root in (("recipe_tapo", "recipe_tapo"), ("workers", "recipe_tapo/workers"),
+                         ("reward", "recipe_tapo/reward"), ("config", "recipe_tapo/conf")):
+        for dirpath, _, files in os.walk(os.path.join(REPO_ROOT, folder)):
+            if "__pycache__" in dirpath:
+                continue
+            for name in files:
+                if name.endswith((".py", ".yaml", ".txt")):
+                    rel = os.path.relpath(os.path.join(dirpath, name), os.path.join(REPO_ROOT, folder))
+                    expected.add(f"{root}/{rel}")
+    assert expected - shipped == set()
