@@ -5,6 +5,7 @@ here would silently leave `algorithm.adv_estimator=tapo` unknown; tests import v
 process and check the registry.
 """
 
+from recipe_tapo import advantage  # noqa: F401  (registers the `tapo` advantage estimator)
 from recipe_tapo.workers import cpu_backend
 
 cpu_backend.register()

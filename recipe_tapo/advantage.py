@@ -1,0 +1,200 @@
+"""Decoupled Advantage Estimation (DAE) and OOD Token Suppression (OTS) weights.
+
+TAPO_METHOD.md section 2 steps 6-8 and section 9. Registered with verl as
+`algorithm.adv_estimator=tapo` (verl 0.9.1's `register_adv_est`); importing this module registers it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import Any
+
+import numpy as np
+import torch
+from verl.trainer.ppo.core_algos import register_adv_est
+
+from recipe_tapo.config import AdvantageConfig
+
+ADV_ESTIMATOR_NAME = "tapo"
+
+
+@register_adv_est(ADV_ESTIMATOR_NAME)
+def compute_tapo_advantage(
+    token_level_rewards: torch.Tensor,
+    response_mask: torch.Tensor,
+    index: np.ndarray | None = None,
+    config: Any = None,
+    is_constructed: np.ndarray | torch.Tensor | None = None,
+    token_weights: torch.Tensor | None = None,
+    tapo_advantage: AdvantageConfig | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Outcome advantages with original rollouts (G_orig) and constructions (G_ref) kept apart.
+
+    A_orig_i = (r_i - mean(G_orig)) / (std(G_orig) + eps), exactly verl's GRPO
+    (`compute_grpo_outcome_advantage`: one-row groups get mean 0 and std 1). G_orig is the original
+    rows of one uid; constructed rows never enter its statistics.
+    A_ref_j = (r_j - mean(G_ref)) / (std(G_ref) + eps), with G_ref the constructed rows of one uid
+    (`ref_group_scope=query`) or all constructed rows (`batch`). A degenerate G_ref (one row, or all
+    rewards equal) gets, per `degenerate`, either 0 or each row normalised by the statistics of the
+    G_orig it was built from (`orig_baseline`: a correct construction then still gets a positive
+    advantage; a row whose G_orig has one row or equal rewards has no baseline and gets 0).
+    Without `norm_adv_by_std_in_grpo` nothing is divided by the std, as in GRPO.
+    Constructed rows' advantages are then multiplied per token by `token_weights`, or by lambda
+    (`ref_loss_weight`) when `token_weights` is None.
+
+    With `is_constructed` None or all false the result equals `compute_grpo_outcome_advantage`
+    bit for bit, so the estimator is safe where verl's own `compute_advantage` calls it.
+
+    Args:
+        token_level_rewards: shape (bs, response_length); a row's reward is its sum.
+        response_mask: shape (bs, response_length).
+        index: shape (bs,), the uid of each row; a constructed row carries the uid of the group it
+            was built from.
+        config: verl's `algorithm` config (AlgoConfig or a mapping); only
+            `norm_adv_by_std_in_grpo` is read (default True).
+        is_constructed: shape (bs,), bool: which rows are constructed trajectories.
+        token_weights: shape (bs, response_length), optional: the per-token factor of constructed
+            rows, lambda included, e.g. `ref_loss_weight * compute_ots_weights(...)`; ignored on
+            original rows.
+        tapo_advantage: `tapo.advantage` settings; None = defaults.
+
+    Returns:
+        advantages: shape (bs, response_length)
+        returns: shape (bs, response_length), the same tensor (outcome supervision, as GRPO)
+    """
+    if index is None:
+        raise ValueError("the tapo advantage estimator needs `index` (the uid of each row)")
+    settings = tapo_advantage or AdvantageConfig()
+    norm_by_std = _norm_adv_by_std(config)
+    with torch.no_grad():
+        scores = token_level_rewards.sum(dim=-1)
+        constructed = _row_flags(is_constructed, scores.shape[0])
+        row_advantages = torch.zeros_like(scores)
+
+        orig_groups: dict[Hashable, torch.Tensor] = {}
+        for uid, rows in _group_rows(index, ~constructed).items():
+            group_scores = scores[rows]
+            if len(rows) == 1:
+                mean, std = torch.tensor(0.0), torch.tensor(1.0)
+            else:
+                mean, std = torch.mean(group_scores), torch.std(group_scores)
+            row_advantages[rows] = _normalise(group_scores, mean, std, settings.epsilon, norm_by_std)
+            orig_groups[uid] = group_scores
+
+        if settings.ref_group_scope == "query":
+            ref_groups = list(_group_rows(index, constructed).values())
+        else:
+            ref_groups = [torch.as_tensor(np.flatnonzero(constructed))] if constructed.any() else []
+        for rows in ref_groups:
+            group_scores = scores[rows]
+            if not _is_degenerate(group_scores):
+                mean, std = torch.mean(group_scores), torch.std(group_scores)
+                row_advantages[rows] = _normalise(group_scores, mean, std, settings.epsilon, norm_by_std)
+            elif settings.degenerate == "orig_baseline":
+                for row in rows.tolist():
+                    row_advantages[row] = _against_orig_baseline(
+                        scores[row], orig_groups, index[row], settings.epsilon, norm_by_std
+                    )
+            # degenerate == "zero": the rows keep advantage 0.
+
+        advantages = row_advantages.unsqueeze(-1) * response_mask
+        if constructed.any():
+            rows = torch.as_tensor(np.flatnonzero(constructed))
+            if token_weights is None:
+                advantages[rows] = advantages[rows] * settings.ref_loss_weight
+            else:
+                if token_weights.shape != response_mask.shape:
+                    raise ValueError(
+                        f"token_weights has shape {tuple(token_weights.shape)}, "
+                        f"response_mask {tuple(response_mask.shape)}"
+                    )
+                advantages[rows] = advantages[rows] * token_weights[rows].to(advantages.dtype)
+    return advantages, advantages
+
+
+def compute_ots_weights(
+    old_log_probs: torch.Tensor,
+    entropys: torch.Tensor,
+    response_mask: torch.Tensor,
+    is_constructed: np.ndarray | torch.Tensor,
+    w_min: float = 0.01,
+    w_max: float = 10.0,
+) -> torch.Tensor:
+    """OOD Token Suppression: w_t = clamp(exp(log p(y_t) + H_t), w_min, w_max) on constructed rows.
+
+    Tokens the policy itself finds unlikely for its confidence (the injected correction) get w < 1;
+    its own prefix gets w close to 1. Use the old log-probs and entropies of the same actor pass
+    under the original prompt (section 9).
+
+    Args:
+        old_log_probs: shape (bs, response_length), log p of each response token.
+        entropys: shape (bs, response_length), entropy of the policy at each position.
+        response_mask: shape (bs, response_length).
+        is_constructed: shape (bs,), bool.
+
+    Returns:
+        weights: shape (bs, response_length), float32: the OTS weight on constructed rows' response
+        tokens, 1 on original rows' response tokens, 0 on padding.
+    """
+    constructed = torch.as_tensor(_row_flags(is_constructed, old_log_probs.shape[0]))
+    with torch.no_grad():
+        ots = torch.exp(old_log_probs.float() + entropys.float()).clamp(min=w_min, max=w_max)
+        weights = torch.where(constructed.unsqueeze(-1), ots, torch.ones_like(ots))
+        return weights * response_mask.to(weights.dtype)
+
+
+def _norm_adv_by_std(config: Any) -> bool:
+    if config is None:
+        return True
+    if hasattr(config, "get"):  # AlgoConfig, DictConfig and dict all have it
+        return bool(config.get("norm_adv_by_std_in_grpo", True))
+    return bool(getattr(config, "norm_adv_by_std_in_grpo", True))
+
+
+def _row_flags(flags: np.ndarray | torch.Tensor | None, num_rows: int) -> np.ndarray:
+    if flags is None:
+        return np.zeros(num_rows, dtype=bool)
+    if isinstance(flags, torch.Tensor):
+        flags = flags.detach().cpu().numpy()
+    flags = np.asarray(flags, dtype=bool)
+    if flags.shape != (num_rows,):
+        raise ValueError(f"is_constructed has shape {flags.shape}, expected ({num_rows},)")
+    return flags
+
+
+def _group_rows(index: np.ndarray, selected: np.ndarray) -> dict[Hashable, torch.Tensor]:
+    """Row indices of the selected rows, per uid, in order of first appearance."""
+    rows_by_uid: dict[Hashable, list[int]] = {}
+    for row in np.flatnonzero(selected).tolist():
+        rows_by_uid.setdefault(index[row], []).append(row)
+    return {uid: torch.tensor(rows) for uid, rows in rows_by_uid.items()}
+
+
+def _normalise(
+    scores: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, epsilon: float, norm_by_std: bool
+) -> torch.Tensor:
+    # The same operations, in the same order, as verl's compute_grpo_outcome_advantage: bit-equal.
+    if norm_by_std:
+        return (scores - mean) / (std + epsilon)
+    return scores - mean
+
+
+def _is_degenerate(group_scores: torch.Tensor) -> bool:
+    # Equality, not std == 0: the float std of equal rewards may come out as a tiny non-zero.
+    return bool(torch.all(group_scores == group_scores[0]))
+
+
+def _against_orig_baseline(
+    score: torch.Tensor,
+    orig_groups: dict[Hashable, torch.Tensor],
+    uid: Hashable,
+    epsilon: float,
+    norm_by_std: bool,
+) -> torch.Tensor:
+    if uid not in orig_groups:
+        raise ValueError(f"constructed row with uid {uid!r} has no original rows to take a baseline from")
+    group_scores = orig_groups[uid]
+    if len(group_scores) == 1 or _is_degenerate(group_scores):
+        return torch.zeros_like(score)
+    return _normalise(score, torch.mean(group_scores), torch.std(group_scores), epsilon, norm_by_std)

@@ -1,0 +1,170 @@
+"""Decoupled advantages (DAE) and OTS weights: hand-computed values, GRPO equality, registry."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from verl.trainer.config import AlgoConfig
+from verl.trainer.ppo.core_algos import compute_grpo_outcome_advantage, get_adv_estimator_fn
+
+from recipe_tapo.advantage import compute_ots_weights, compute_tapo_advantage
+from recipe_tapo.config import AdvantageConfig
+
+RESPONSE_LENGTH = 3
+
+
+def _rewards(values: list[float]) -> torch.Tensor:
+    """Outcome rewards at the last token, as verl stores them."""
+    rewards = torch.zeros(len(values), RESPONSE_LENGTH)
+    rewards[:, -1] = torch.tensor(values)
+    return rewards
+
+
+def _row_values(advantages: torch.Tensor) -> list[float]:
+    return advantages[:, 0].tolist()
+
+
+# Group a: originals [1, 0, 0, 0] -> mean 0.25, std 0.5; constructions [1, 0].
+# Group b: originals [1, 1, 0, 0] -> mean 0.5, std sqrt(1/3); constructions [1, 1] (degenerate).
+INDEX = np.array(["a"] * 4 + ["b"] * 4 + ["a", "a", "b", "b"], dtype=object)
+REWARDS = _rewards([1, 0, 0, 0, 1, 1, 0, 0, 1, 0, 1, 1])
+CONSTRUCTED = np.array([False] * 8 + [True] * 4)
+MASK = torch.ones(12, RESPONSE_LENGTH)
+EPS = 1e-6
+ORIGINAL_EXPECTED = [0.75 / (0.5 + EPS)] + [-0.25 / (0.5 + EPS)] * 3 + [0.5 / (math.sqrt(1 / 3) + EPS)] * 2 + [-0.5 / (math.sqrt(1 / 3) + EPS)] * 2
+
+
+def _tapo(**overrides):
+    settings = AdvantageConfig(**{key: overrides.pop(key) for key in list(overrides) if hasattr(AdvantageConfig, key)})
+    arguments = dict(token_level_rewards=REWARDS, response_mask=MASK, index=INDEX, is_constructed=CONSTRUCTED, tapo_advantage=settings)
+    arguments.update(overrides)
+    advantages, returns = compute_tapo_advantage(**arguments)
+    assert advantages is returns
+    return advantages
+
+
+def test_query_scope_with_orig_baseline_fallback_hand_computed():
+    sqrt_half = math.sqrt(0.5)  # std of [1, 0]
+    expected = ORIGINAL_EXPECTED + [
+        0.5 / (sqrt_half + EPS),
+        -0.5 / (sqrt_half + EPS),
+        0.5 / (math.sqrt(1 / 3) + EPS),  # degenerate G_ref of b: (1 - mean_b) / std_b of G_orig
+        0.5 / (math.sqrt(1 / 3) + EPS),
+    ]
+    assert _row_values(_tapo()) == pytest.approx(expected, rel=1e-6)
+
+
+def test_degenerate_zero_gives_zero_to_an_all_equal_ref_group():
+    values = _row_values(_tapo(degenerate="zero"))
+    assert values[:8] == pytest.approx(ORIGINAL_EXPECTED, rel=1e-6)
+    assert values[8:10] == pytest.approx([0.5 / (math.sqrt(0.5) + EPS), -0.5 / (math.sqrt(0.5) + EPS)], rel=1e-6)
+    assert values[10:] == [0.0, 0.0]
+
+
+def test_batch_scope_normalises_all_constructions_together():
+    # G_ref = [1, 0, 1, 1]: mean 0.75, std 0.5.
+    values = _row_values(_tapo(ref_group_scope="batch"))
+    assert values[:8] == pytest.approx(ORIGINAL_EXPECTED, rel=1e-6)
+    assert values[8:] == pytest.approx([0.25 / (0.5 + EPS), -0.75 / (0.5 + EPS), 0.25 / (0.5 + EPS), 0.25 / (0.5 + EPS)], rel=1e-6)
+
+
+def test_without_std_normalisation_only_the_mean_is_removed():
+    values = _row_values(_tapo(config={"norm_adv_by_std_in_grpo": False}))
+    assert values == pytest.approx([0.75, -0.25, -0.25, -0.25, 0.5, 0.5, -0.5, -0.5, 0.5, -0.5, 0.5, 0.5])
+
+
+def test_lambda_scales_constructed_rows_only():
+    base, scaled = _tapo(), _tapo(ref_loss_weight=0.5)
+    assert torch.equal(scaled[:8], base[:8])
+    assert torch.allclose(scaled[8:], 0.5 * base[8:])
+
+
+def test_token_weights_apply_per_token_to_constructed_rows_only():
+    weights = torch.full((12, RESPONSE_LENGTH), 7.0)
+    weights[8] = torch.tensor([0.1, 1.0, 2.0])
+    base, weighted = _tapo(), _tapo(token_weights=weights, ref_loss_weight=0.5)
+    assert torch.equal(weighted[:8], base[:8])
+    assert torch.allclose(weighted[8], base[8] * torch.tensor([0.1, 1.0, 2.0]))
+    assert torch.allclose(weighted[9:], 7.0 * base[9:])  # token_weights carry lambda themselves
+
+
+def test_constructed_rows_never_change_the_original_groups():
+    alone, _ = compute_grpo_outcome_advantage(REWARDS[:8], MASK[:8], INDEX[:8])
+    assert torch.equal(_tapo()[:8], alone)
+
+
+def test_padding_gets_zero_advantage():
+    mask = MASK.clone()
+    mask[8, 1:] = 0
+    mask[0, 2] = 0
+    advantages = _tapo(response_mask=mask)
+    assert advantages[8, 1:].tolist() == [0.0, 0.0] and advantages[0, 2].item() == 0.0
+    assert advantages[8, 0].item() != 0.0
+
+
+def test_single_construction_falls_back_to_its_orig_baseline():
+    # One construction for group a (reward 1): degenerate G_ref -> (1 - 0.25) / 0.5.
+    advantages = _tapo(
+        token_level_rewards=REWARDS[:9], response_mask=MASK[:9], index=INDEX[:9], is_constructed=CONSTRUCTED[:9]
+    )
+    assert advantages[8, 0].item() == pytest.approx(0.75 / (0.5 + EPS), rel=1e-6)
+
+
+def test_a_construction_whose_orig_group_is_all_equal_gets_zero():
+    index = np.array(["c", "c", "c"], dtype=object)
+    advantages = _tapo(token_level_rewards=_rewards([0, 0, 1]), response_mask=torch.ones(3, RESPONSE_LENGTH), index=index, is_constructed=[False, False, True])
+    assert advantages.abs().sum().item() == 0.0
+
+
+def test_a_construction_without_original_rows_is_an_error():
+    with pytest.raises(ValueError, match="uid 'z' has no original rows"):
+        _tapo(token_level_rewards=_rewards([1, 1]), response_mask=torch.ones(2, RESPONSE_LENGTH), index=np.array(["y", "z"], dtype=object), is_constructed=[False, True])
+
+
+def test_missing_index_and_bad_shapes_are_refused():
+    with pytest.raises(ValueError, match="needs `index`"):
+        compute_tapo_advantage(REWARDS, MASK)
+    with pytest.raises(ValueError, match="is_constructed has shape"):
+        _tapo(is_constructed=CONSTRUCTED[:5])
+    with pytest.raises(ValueError, match="token_weights has shape"):
+        _tapo(token_weights=torch.ones(12, 2))
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("norm", [True, False])
+def test_equals_verl_grpo_exactly_when_nothing_is_constructed(seed, norm):
+    generator = torch.Generator().manual_seed(seed)
+    rows = int(torch.randint(1, 64, (1,), generator=generator))
+    rewards = torch.rand(rows, 5, generator=generator) * (torch.rand(rows, 5, generator=generator) > 0.5)
+    mask = (torch.rand(rows, 5, generator=generator) > 0.2).float()
+    index = np.array([f"uid-{int(g)}" for g in torch.randint(0, 9, (rows,), generator=generator)], dtype=object)
+    expected, _ = compute_grpo_outcome_advantage(rewards, mask, index, norm_adv_by_std_in_grpo=norm)
+    config = AlgoConfig(norm_adv_by_std_in_grpo=norm)
+    for flags in (None, np.zeros(rows, dtype=bool), torch.zeros(rows, dtype=torch.bool)):
+        actual, _ = compute_tapo_advantage(rewards, mask, index=index, config=config, is_constructed=flags)
+        assert torch.equal(actual, expected)
+
+
+def test_registered_in_verl_and_callable_as_verl_calls_custom_estimators():
+    assert get_adv_estimator_fn("tapo") is compute_tapo_advantage
+    # verl 0.9.1's ray_trainer.compute_advantage passes only these keywords to a custom estimator.
+    advantages, _ = get_adv_estimator_fn("tapo")(token_level_rewards=REWARDS[:8], response_mask=MASK[:8], config=AlgoConfig(), index=INDEX[:8])
+    assert _row_values(advantages) == pytest.approx(ORIGINAL_EXPECTED, rel=1e-6)
+
+
+# --- OTS ----------------------------------------------------------------------------------------
+def test_ots_weights_hand_computed():
+    old_log_probs = torch.tensor([[math.log(0.5), -5.0, -0.1, -1.0], [-3.0, -3.0, -3.0, -3.0]])
+    entropys = torch.tensor([[math.log(2.0), 0.1, 3.0, 0.5], [0.0, 0.0, 0.0, 0.0]])
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])
+    weights = compute_ots_weights(old_log_probs, entropys, mask, is_constructed=np.array([True, False]))
+    # exp(0) = 1; exp(-4.9) = 0.0074 -> 0.01; exp(2.9) = 18.2 -> 10; padding -> 0. Original row: 1, padding 0.
+    assert weights[0].tolist() == pytest.approx([1.0, 0.01, 10.0, 0.0])
+    assert weights[1].tolist() == [1.0, 1.0, 0.0, 0.0]
+    assert weights.dtype == torch.float32
+
+
+def test_ots_weights_respect_custom_clamps():
+    weights = compute_ots_weights(torch.tensor([[-1.0, 0.0]]), torch.tensor([[0.5, 0.0]]), torch.ones(1, 2), torch.tensor([True]), w_min=0.7, w_max=0.9)
+    assert weights[0].tolist() == pytest.approx([0.7, 0.9])  # exp(-0.5) = 0.61 -> 0.7; exp(0) = 1 -> 0.9
