@@ -1,0 +1,98 @@
+"""The offline `python -m recipe_tapo.construct` command."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from recipe_tapo.construct import main
+
+WRONG = "First, 7 * 8 = 54.\nThen 54 + 1 = 55.\nSo the answer is \\boxed{55}."
+RECON = "First, 7 * 8 = 54.\nWait, 7 * 8 is 56, not 54. Then 56 + 1 = 57.\nSo the answer is \\boxed{57}."
+GOOD = f"<analysis>7 * 8 is 56</analysis>\n<reconstruction>\n{RECON}\n</reconstruction>"
+
+
+def _row(**fields):
+    row = {"prompt": "What is 7 * 8 + 1?", "wrong": WRONG, "right": "7 * 8 + 1 = 57, \\boxed{57}", "synthesis": GOOD}
+    row.update(fields)
+    return json.dumps(row)
+
+
+def _run(tmp_path, lines, *options):
+    source, sink = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return source, sink, [*options, "--input", str(source), "--output", str(sink)]
+
+
+def _records(sink):
+    return [json.loads(line) for line in sink.read_text(encoding="utf-8").splitlines()]
+
+
+def test_one_record_per_row_in_order_and_bad_rows_do_not_stop_the_others(tmp_path, tapo_tokenizer_dir, tapo_tokenizer, capsys):
+    lines = [
+        _row(),
+        _row(synthesis="<analysis>no idea</analysis>"),
+        "{not json",
+        "",
+        _row(synthesis=f"<reconstruction>{WRONG}</reconstruction>"),
+        json.dumps({"wrong": 3, "synthesis": GOOD}),
+        json.dumps(["a", "list"]),
+        _row(synthesis="<reconstruction>Let me redo it: \\boxed{57}</reconstruction>"),
+    ]
+    _, sink, argv = _run(tmp_path, lines, "--tokenizer", tapo_tokenizer_dir, "--min-prefix-tokens", "1")
+    assert main(argv) == 0
+    records = _records(sink)
+    assert [record["status"] for record in records] == [
+        "ok", "missing_reconstruction", "invalid_row", "no_departure", "invalid_row", "invalid_row", "prefix_too_short",
+    ]  # fmt: skip
+    assert "field 'wrong' must be a string" in records[4]["error"]
+    assert "invalid_row=3" in capsys.readouterr().err
+
+    ok = records[0]
+    wrong_ids = tapo_tokenizer.encode(WRONG, add_special_tokens=False)
+    assert ok["trajectory"] == RECON
+    assert ok["token_ids"][: ok["cut_tokens"]] == wrong_ids[: ok["cut_tokens"]]
+    assert ok["token_ids"][-1] == tapo_tokenizer.eos_token_id
+    assert WRONG[: ok["cut_chars"]] == tapo_tokenizer.decode(wrong_ids[: ok["cut_tokens"]])
+    assert ok["prefix_fraction"] == pytest.approx(ok["cut_tokens"] / len(wrong_ids))
+    assert ok["analysis"] == "7 * 8 is 56"
+    assert ok["reward"] is None  # no ground truth given
+    assert records[1]["token_ids"] == [] and records[1]["trajectory"] == ""
+
+
+def test_options_reach_the_splicer(tmp_path, tapo_tokenizer_dir):
+    _, sink, argv = _run(tmp_path, [_row(), _row()], "--tokenizer", tapo_tokenizer_dir, "--min-prefix-tokens", "1", "--max-length", "12")
+    assert main(argv) == 0
+    assert [record["status"] for record in _records(sink)] == ["too_long", "too_long"]
+
+    anchor_output = '<analysis>x</analysis><anchor>"Then 54 + 1"</anchor><reconstruction>Wait, 56 + 1 = 57, \\boxed{57}.</reconstruction>'
+    _, sink, argv = _run(tmp_path, [_row(synthesis=anchor_output)], "--tokenizer", tapo_tokenizer_dir, "--mode", "anchor", "--min-prefix-tokens", "1")
+    assert main(argv) == 0
+    assert _records(sink)[0]["trajectory"] == "First, 7 * 8 = 54.\nWait, 56 + 1 = 57, \\boxed{57}."
+
+
+def test_invalid_options_are_refused(tmp_path, tapo_tokenizer_dir):
+    _, _, argv = _run(tmp_path, [_row()], "--tokenizer", tapo_tokenizer_dir, "--min-prefix-fraction", "1.5")
+    with pytest.raises(SystemExit, match="min_prefix_fraction"):
+        main(argv)
+
+
+def test_reward_column_scores_the_trajectory(tmp_path, tapo_tokenizer_dir):
+    pytest.importorskip("recipe_tapo.reward.math_reward")
+    lines = [_row(ground_truth="57"), _row(ground_truth="58"), _row(synthesis="", ground_truth="57")]
+    _, sink, argv = _run(tmp_path, lines, "--tokenizer", tapo_tokenizer_dir, "--min-prefix-tokens", "1")
+    assert main(argv) == 0
+    records = _records(sink)
+    assert [(record["reward"], record["acc"], record["pred"]) for record in records] == [
+        (1.0, True, "57"), (0.0, False, "57"), (None, None, None),
+    ]  # fmt: skip
+    assert records[2]["status"] == "empty_output"
+
+
+def test_runs_as_a_module(tmp_path, tapo_tokenizer_dir):
+    _, sink, argv = _run(tmp_path, [_row()], "--tokenizer", tapo_tokenizer_dir, "--min-prefix-tokens", "1")
+    completed = subprocess.run([sys.executable, "-m", "recipe_tapo.construct", *argv], capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert completed.stderr.strip().splitlines()[-1] == "ok=1"
+    assert _records(sink)[0]["status"] == "ok"
