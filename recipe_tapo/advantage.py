@@ -137,11 +137,13 @@ def compute_ots_weights(
         weights: shape (bs, response_length), float32: the OTS weight on constructed rows' response
         tokens, 1 on original rows' response tokens, 0 on padding.
     """
-    constructed = torch.as_tensor(_row_flags(is_constructed, old_log_probs.shape[0]))
+    rows = torch.as_tensor(np.flatnonzero(_row_flags(is_constructed, old_log_probs.shape[0])))
     with torch.no_grad():
-        ots = torch.exp(old_log_probs.float() + entropys.float()).clamp(min=w_min, max=w_max)
-        weights = torch.where(constructed.unsqueeze(-1), ots, torch.ones_like(ots))
-        return weights * response_mask.to(weights.dtype)
+        weights = response_mask.to(torch.float32, copy=True)
+        # Only the constructed rows, a small share of the batch, need the exponential.
+        ots = torch.exp(old_log_probs[rows].float() + entropys[rows].float()).clamp_(min=w_min, max=w_max)
+        weights[rows] = ots * weights[rows]
+        return weights
 
 
 def _norm_adv_by_std(config: Any) -> bool:

@@ -234,3 +234,27 @@ def test_splice_never_raises_on_any_text(tapo_tokenizer, wrong, recon, anchor, m
     if result.ok:
         assert result.token_ids[: result.cut_tokens] == tuple(wrong_ids[: result.cut_tokens])
         assert result.token_ids[-1] == tapo_tokenizer.eos_token_id
+
+
+class _TokenizerWithoutRustBackend:
+    """A tokenizer offering only the generic HF methods, as a slow (Python) tokenizer does."""
+
+    def __init__(self, fast):
+        self._fast = fast
+        self.eos_token_id = fast.eos_token_id
+        self.all_special_ids = fast.all_special_ids
+
+    def encode(self, text, add_special_tokens):
+        return self._fast.encode(text, add_special_tokens=add_special_tokens)
+
+    def decode(self, ids, skip_special_tokens, clean_up_tokenization_spaces):
+        return self._fast.decode(ids, skip_special_tokens=skip_special_tokens, clean_up_tokenization_spaces=clean_up_tokenization_spaces)
+
+
+def test_tokenizers_without_a_rust_backend_splice_identically(tapo_tokenizer):
+    wrong = "Le résultat: 漢字🙂 = 54.\nDonc \\boxed{54}"
+    recon = "Le résultat: 漢字🙂 = 56.\nDonc \\boxed{56}"
+    ids = tapo_tokenizer.encode(wrong, add_special_tokens=False)
+    generic = splice_trajectory(wrong, ids, _verbatim(recon), _TokenizerWithoutRustBackend(tapo_tokenizer), LENIENT)
+    assert generic.ok
+    assert generic == splice_trajectory(wrong, ids, _verbatim(recon), tapo_tokenizer, LENIENT)
