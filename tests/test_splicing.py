@@ -222,6 +222,13 @@ def test_splice_properties(tapo_tokenizer, pair, min_prefix_tokens, max_response
     # The trajectory says what the reconstruction says; only whitespace may come from y- instead.
     assert _normalised(result.text) == _normalised(recon)
     assert marker in result.text
+    # The cut is the LAST token boundary at or before the departure (or the line start).
+    departure = find_departure(wrong, recon)[0]
+    target = wrong.rfind("\n", 0, departure) + 1 if cut_at_line_boundary else departure
+    assert result.cut_chars <= target
+    for count in range(result.cut_tokens + 1, len(wrong_ids) + 1):
+        longer = tapo_tokenizer.decode(wrong_ids[:count])
+        assert len(longer) > target or not wrong.startswith(longer)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -258,3 +265,19 @@ def test_tokenizers_without_a_rust_backend_splice_identically(tapo_tokenizer):
     generic = splice_trajectory(wrong, ids, _verbatim(recon), _TokenizerWithoutRustBackend(tapo_tokenizer), LENIENT)
     assert generic.ok
     assert generic == splice_trajectory(wrong, ids, _verbatim(recon), tapo_tokenizer, LENIENT)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(pair=_wrong_and_reconstruction(), cuts=st.lists(st.integers(0, 200), max_size=12))
+def test_the_kept_prefix_is_the_rollouts_own_ids_for_any_tokenisation(tapo_tokenizer, pair, cuts):
+    # A rollout's ids need not be encode(text): here the text is encoded in arbitrary pieces.
+    wrong, recon = pair
+    assume(recon)
+    bounds = sorted({0, len(wrong), *(cut for cut in cuts if cut < len(wrong))})
+    own_ids = [token for start, end in zip(bounds, bounds[1:]) for token in tapo_tokenizer.encode(wrong[start:end], add_special_tokens=False)]
+    result = splice_trajectory(wrong, own_ids, _verbatim(recon), tapo_tokenizer, SplicingConfig(min_prefix_tokens=0, final_answer_marker=""))
+    assert result.ok or isinstance(result.failure, SpliceFailure)
+    if result.ok:
+        assert result.token_ids[: result.cut_tokens] == tuple(own_ids[: result.cut_tokens])
+        assert tapo_tokenizer.decode(own_ids[: result.cut_tokens]) == wrong[: result.cut_chars]
+        assert _normalised(result.text) == _normalised(recon)
