@@ -8,11 +8,8 @@ import sys
 import pytest
 import torch
 
-from recipe_tapo.workers.cpu_backend.hf_rollout import (
-    HFGenerationServer,
-    max_new_tokens_for,
-    sample_next_token,
-)
+from recipe_tapo.workers.cpu_backend.hf_rollout import HFGenerationServer, max_new_tokens_for
+from recipe_tapo.workers.cpu_backend.hf_sampler import sample_next_token
 from recipe_tapo.workers.cpu_backend.platform import PlatformCPU
 
 
@@ -122,7 +119,7 @@ def test_generate_returns_tokens_with_their_log_probs(server):
     expected = _recomputed_log_probs(server.model, prompt, out.token_ids)
     assert torch.allclose(torch.tensor(out.log_probs), expected, atol=1e-5)
     if len(out.token_ids) < 8:
-        assert out.token_ids[-1] in server.stop_token_ids
+        assert out.token_ids[-1] in server.sampler.stop_token_ids
 
 
 def test_weight_sync_changes_what_the_server_generates(server):

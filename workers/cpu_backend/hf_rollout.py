@@ -28,6 +28,8 @@ from verl.workers.config import HFModelConfig, RolloutConfig
 from verl.workers.rollout.base import BaseRollout
 from verl.workers.rollout.replica import RolloutReplica, TokenOutput
 
+from recipe_tapo.workers.cpu_backend.hf_sampler import HFSampler, load_causal_lm, stop_token_ids_of
+
 logger = logging.getLogger(__name__)
 
 SERVER_NAME_PREFIX = "hf_"
@@ -61,85 +63,24 @@ def max_new_tokens_for(prompt_len: int, sampling_params: dict, prompt_length: in
     return max(1, min(int(wanted), room))
 
 
-def sample_next_token(logits: torch.Tensor, temperature: float, top_p: float, top_k: int,
-                      generator: torch.Generator) -> tuple[int, float]:
-    """Sample one token from last-position logits.
-
-    Args:
-        logits: [vocab] float tensor.
-
-    Returns:
-        (token id, its log-prob under softmax(logits / temperature)): the untruncated distribution,
-        which is what verl's actor recomputes, so the two log-probs are comparable.
-    """
-    if temperature <= 0:
-        token = int(torch.argmax(logits))
-        return token, float(torch.log_softmax(logits.float(), dim=-1)[token])
-    scaled = logits.float() / temperature
-    log_probs = torch.log_softmax(scaled, dim=-1)
-    probs = log_probs.exp()
-    if top_k is not None and 0 < top_k < probs.numel():
-        kth = torch.topk(probs, top_k).values[-1]
-        probs = torch.where(probs >= kth, probs, torch.zeros_like(probs))
-    if top_p is not None and top_p < 1.0:
-        sorted_probs, order = torch.sort(probs, descending=True)
-        # Keep the smallest prefix whose mass reaches top_p (the first token always stays).
-        outside = torch.cumsum(sorted_probs, dim=-1) - sorted_probs >= top_p
-        sorted_probs[outside] = 0.0
-        probs = torch.zeros_like(probs).scatter(0, order, sorted_probs)
-    token = int(torch.multinomial(probs / probs.sum(), 1, generator=generator))
-    return token, float(log_probs[token])
-
-
 class HFGenerationServer:
     """Token-in/token-out generation with a transformers causal LM on the CPU (a Ray actor)."""
 
     def __init__(self, config: RolloutConfig, model_config: HFModelConfig, replica_rank: int):
-        from transformers import AutoModelForCausalLM
-
         config = omega_conf_to_dataclass(config)
         model_config = omega_conf_to_dataclass(model_config, dataclass_type=HFModelConfig)
         self.config = config
         self.replica_rank = replica_rank
-        self.model = AutoModelForCausalLM.from_pretrained(
-            model_config.local_path,
-            torch_dtype=torch.float32,
-            attn_implementation="sdpa",
-            trust_remote_code=model_config.trust_remote_code,
-        ).eval()
-        self.stop_token_ids = self._stop_token_ids(model_config)
-        self.generator = torch.Generator().manual_seed(int(getattr(config, "seed", 0) or 0) + replica_rank)
+        self.model = load_causal_lm(model_config.local_path, model_config.trust_remote_code)
+        self.sampler = HFSampler(
+            self.model,
+            stop_token_ids_of(self.model.generation_config, model_config.tokenizer),
+            seed=int(getattr(config, "seed", 0) or 0) + replica_rank,
+        )
         # One request at a time: the model is shared and CPU generation gains little from overlap.
         self._lock = asyncio.Lock()
         self.global_steps: Optional[int] = None
         self.weight_version = 0
-
-    def _stop_token_ids(self, model_config: HFModelConfig) -> set[int]:
-        ids = set()
-        for source in (self.model.generation_config, getattr(model_config, "tokenizer", None)):
-            eos = getattr(source, "eos_token_id", None) if source is not None else None
-            if isinstance(eos, int):
-                ids.add(eos)
-            elif eos:
-                ids.update(int(i) for i in eos)
-        return ids
-
-    @torch.no_grad()
-    def _generate(self, prompt_ids: list[int], max_new_tokens: int, temperature: float, top_p: float,
-                  top_k: int, ignore_eos: bool) -> tuple[list[int], list[float]]:
-        input_ids = torch.tensor([prompt_ids], dtype=torch.long)
-        past = None
-        tokens, log_probs = [], []
-        for _ in range(max_new_tokens):
-            out = self.model(input_ids=input_ids, past_key_values=past, use_cache=True)
-            past = out.past_key_values
-            token, log_prob = sample_next_token(out.logits[0, -1], temperature, top_p, top_k, self.generator)
-            tokens.append(token)
-            log_probs.append(log_prob)
-            if token in self.stop_token_ids and not ignore_eos:
-                break
-            input_ids = torch.tensor([[token]], dtype=torch.long)
-        return tokens, log_probs
 
     async def generate(
         self,
@@ -166,7 +107,7 @@ class HFGenerationServer:
         ignore_eos = bool(params.get("ignore_eos", getattr(self.config, "ignore_eos", False)))
         async with self._lock:
             tokens, log_probs = await asyncio.to_thread(
-                self._generate, prompt_ids, max_new, temperature, top_p, top_k, ignore_eos
+                self.sampler.sample, prompt_ids, max_new, temperature, top_p, top_k, ignore_eos
             )
         return TokenOutput(
             token_ids=tokens,
