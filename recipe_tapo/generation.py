@@ -1,0 +1,115 @@
+"""Offline sampling for evaluation and data filtering: vLLM on a GPU, the hf engine on CPU.
+
+Both backends take chat prompts as token ids and return, for each prompt, `n` sampled responses as
+token ids, so evaluation and the difficulty filter never depend on which one ran.
+
+    generator = make_generator(model_path, backend="auto")   # vllm if a GPU and vLLM are present
+    samples = generator.generate(prompt_ids, SamplingSettings(n=16, temperature=0.6, top_p=0.95))
+"""
+
+import sys
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+BACKENDS = ("auto", "vllm", "hf")
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    n: int = 1
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 1024
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.n < 1:
+            raise ValueError(f"n must be at least 1, got {self.n}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
+
+
+class TextGenerator(Protocol):
+    def generate(self, prompt_ids: list[list[int]], settings: SamplingSettings) -> list[list[list[int]]]:
+        """For each prompt, `settings.n` responses as token ids (EOS included when sampled)."""
+
+
+def chat_prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
+    """Token ids of a chat prompt with the generation prompt appended, as verl's rollout builds it."""
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return tokenizer.encode(text, add_special_tokens=False)
+
+
+class HFGenerator:
+    """The recipe's CPU sampling engine (`recipe_tapo.workers.cpu_backend.hf_sampler`), one sample at a time."""
+
+    def __init__(self, model_path: str, progress_every: int = 50):
+        from transformers import AutoTokenizer
+
+        from recipe_tapo.workers.cpu_backend.hf_sampler import load_causal_lm, stop_token_ids_of
+
+        self.model = load_causal_lm(model_path)
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+        self.stop_token_ids = stop_token_ids_of(self.model.generation_config, tokenizer)
+        self.progress_every = progress_every
+
+    def generate(self, prompt_ids: list[list[int]], settings: SamplingSettings) -> list[list[list[int]]]:
+        from recipe_tapo.workers.cpu_backend.hf_sampler import HFSampler
+
+        sampler = HFSampler(self.model, self.stop_token_ids, seed=settings.seed)
+        results, start = [], time.monotonic()
+        for index, prompt in enumerate(prompt_ids, start=1):
+            results.append([
+                sampler.sample(prompt, settings.max_new_tokens, settings.temperature, settings.top_p)[0]
+                for _ in range(settings.n)
+            ])
+            if index % self.progress_every == 0 or index == len(prompt_ids):
+                print(f"[generate/hf] {index}/{len(prompt_ids)} prompts, {time.monotonic() - start:.1f}s",
+                      file=sys.stderr, flush=True)
+        return results
+
+
+class VLLMGenerator:
+    """vLLM's offline engine on the local GPUs."""
+
+    def __init__(self, model_path: str, tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.85,
+                 max_model_len: int | None = None, seed: int = 0):
+        try:
+            from vllm import LLM
+        except ImportError as error:
+            raise RuntimeError(
+                "backend 'vllm' needs vLLM: install the recipe's GPU extra (pip install -e '.[gpu]'), "
+                "or use backend 'hf' on CPU"
+            ) from error
+        self.llm = LLM(model=model_path, tensor_parallel_size=tensor_parallel_size,
+                       gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len, seed=seed)
+
+    def generate(self, prompt_ids: list[list[int]], settings: SamplingSettings) -> list[list[list[int]]]:
+        from vllm import SamplingParams, TokensPrompt
+
+        params = SamplingParams(n=settings.n, temperature=settings.temperature, top_p=settings.top_p,
+                                max_tokens=settings.max_new_tokens, seed=settings.seed)
+        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=ids) for ids in prompt_ids], params)
+        return [[list(sample.token_ids) for sample in output.outputs] for output in outputs]
+
+
+def resolve_backend(backend: str) -> str:
+    """'auto' means vLLM when a CUDA device and vLLM are both present, else the hf engine."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown generation backend {backend!r}; choose one of {BACKENDS}")
+    if backend != "auto":
+        return backend
+    import importlib.util
+
+    import torch
+
+    return "vllm" if torch.cuda.is_available() and importlib.util.find_spec("vllm") else "hf"
+
+
+def make_generator(model_path: str, backend: str = "auto", **vllm_kwargs) -> TextGenerator:
+    if resolve_backend(backend) == "vllm":
+        return VLLMGenerator(model_path, **vllm_kwargs)
+    return HFGenerator(model_path)
