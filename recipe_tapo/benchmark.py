@@ -64,9 +64,11 @@ def _synthesis_output(wrong: str, tokenizer: Any, rng: random.Random, mode: str)
     continuation = _reasoning_text(tokenizer, 1000, rng, final=57)
     if mode == "anchor":
         anchor = lines[error_line].split(",")[0]
-        return f"<analysis>Step {error_line + 1} is wrong.</analysis>\n<anchor>{anchor}</anchor>\n<reconstruction>\n{correction}{continuation}\n</reconstruction>"
-    prefix = "".join(lines[:error_line])
-    return f"<analysis>Step {error_line + 1} is wrong.</analysis>\n<reconstruction>\n{prefix}{correction}{continuation}\n</reconstruction>"
+        blocks = f"<anchor>{anchor}</anchor>\n<reconstruction>\n{correction}{continuation}\n</reconstruction>"
+    else:
+        prefix = "".join(lines[:error_line])
+        blocks = f"<reconstruction>\n{prefix}{correction}{continuation}\n</reconstruction>"
+    return f"<analysis>Step {error_line + 1} is wrong.</analysis>\n{blocks}"
 
 
 def _timed(function: Callable[[], Any]) -> tuple[Any, float]:
@@ -92,9 +94,18 @@ def run(tokenizer: Any, args: argparse.Namespace) -> None:
         correct[group * args.samples : group * args.samples + count] = True
     outputs = {text: _synthesis_output(text, tokenizer, rng, args.mode) for text in wrong_texts}
 
-    print(f"tokenizer: {type(tokenizer).__name__} ({len(tokenizer)} tokens); wrong answers: "
-          f"{statistics.mean(map(len, wrong_ids)):.0f} tokens; batch: {args.prompts} x {args.samples}; mode {args.mode}")  # fmt: skip
-    stage_times: dict[str, list[float]] = {"selection": [], "parsing": [], "splicing": [], "advantage": [], "prompts": []}
+    mean_wrong_tokens = statistics.mean(map(len, wrong_ids))
+    print(
+        f"tokenizer: {type(tokenizer).__name__}, {len(tokenizer)} tokens; wrong answers: {mean_wrong_tokens:.0f} tokens"
+    )
+    print(f"batch: {args.prompts} prompts x {args.samples} samples; synthesis mode {args.mode}")
+    stage_times: dict[str, list[float]] = {
+        "selection": [],
+        "parsing": [],
+        "splicing": [],
+        "advantage": [],
+        "prompts": [],
+    }
     constructions = 0
     for step in range(args.repeats):
         pairs, elapsed = _timed(lambda: select_candidate_pairs(uids, correct, config.selection, seed=step))
@@ -103,12 +114,17 @@ def run(tokenizer: Any, args: argparse.Namespace) -> None:
         texts = [wrong_texts[pair.wrong_row % distinct_answers] for pair in pairs]
         ids = [wrong_ids[pair.wrong_row % distinct_answers] for pair in pairs]
 
-        _, elapsed = _timed(lambda: [build_synthesis_prompt(QUESTION, text, right_text, tokenizer, config.synthesis) for text in texts])
+        _, elapsed = _timed(
+            lambda: [build_synthesis_prompt(QUESTION, text, right_text, tokenizer, config.synthesis) for text in texts]
+        )
         stage_times["prompts"].append(elapsed)
         parsed, elapsed = _timed(lambda: [parse_synthesis_output(outputs[text], args.mode) for text in texts])
         stage_times["parsing"].append(elapsed)
         spliced, elapsed = _timed(
-            lambda: [splice_trajectory(text, own, result, tokenizer, config.splicing) for text, own, result in zip(texts, ids, parsed)]
+            lambda: [
+                splice_trajectory(text, own, result, tokenizer, config.splicing)
+                for text, own, result in zip(texts, ids, parsed)
+            ]
         )
         stage_times["splicing"].append(elapsed)
         failures = [result.failure for result in spliced if not result.ok]
@@ -126,12 +142,18 @@ def run(tokenizer: Any, args: argparse.Namespace) -> None:
         entropys = torch.rand(total_rows, args.response_length, generator=generator) * 2
 
         def advantages() -> torch.Tensor:
-            weights = compute_ots_weights(old_log_probs, entropys, mask, is_constructed, config.ots.w_min, config.ots.w_max)
+            weights = compute_ots_weights(
+                old_log_probs, entropys, mask, is_constructed, config.ots.w_min, config.ots.w_max
+            )
             token_weights = config.advantage.ref_loss_weight * weights
             return compute_tapo_advantage(
-                rewards, mask, index=index, is_constructed=is_constructed, token_weights=token_weights,
+                rewards,
+                mask,
+                index=index,
+                is_constructed=is_constructed,
+                token_weights=token_weights,
                 tapo_advantage=config.advantage,
-            )[0]  # fmt: skip
+            )[0]
 
         _, elapsed = _timed(advantages)
         stage_times["advantage"].append(elapsed)
@@ -140,9 +162,11 @@ def run(tokenizer: Any, args: argparse.Namespace) -> None:
     core = medians["selection"] + medians["parsing"] + medians["splicing"] + medians["advantage"]
     print(f"constructions per step: {constructions}")
     for stage in ("selection", "parsing", "splicing", "advantage"):
-        print(f"  {stage:<10} {medians[stage] * 1e3:9.1f} ms/step  {medians[stage] * 1e3 / constructions:7.3f} ms/construction")
-    print(f"selection + parsing + splicing + advantage: {core * 1e3 / constructions:.3f} ms CPU per construction (one core)")
-    print(f"apart: synthesis prompt building with budget check: {medians['prompts'] * 1e3 / constructions:.3f} ms per construction")
+        per_step, per_construction = medians[stage] * 1e3, medians[stage] * 1e3 / constructions
+        print(f"  {stage:<10} {per_step:9.1f} ms/step  {per_construction:7.3f} ms/construction")
+    core_ms, prompts_ms = core * 1e3 / constructions, medians["prompts"] * 1e3 / constructions
+    print(f"selection + parsing + splicing + advantage: {core_ms:.3f} ms CPU per construction (one core)")
+    print(f"apart: synthesis prompt building with budget check: {prompts_ms:.3f} ms per construction")
 
 
 def main(argv: list[str] | None = None) -> None:

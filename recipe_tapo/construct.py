@@ -80,9 +80,17 @@ def _invalid_row_problem(row: Any) -> str | None:
 
 def _record(status: str, **fields: Any) -> dict[str, Any]:
     record = {
-        "status": status, "trajectory": "", "token_ids": [], "cut_chars": 0, "cut_tokens": 0,
-        "prefix_fraction": 0.0, "analysis": "", "reward": None, "acc": None, "pred": None,
-    }  # fmt: skip
+        "status": status,
+        "trajectory": "",
+        "token_ids": [],
+        "cut_chars": 0,
+        "cut_tokens": 0,
+        "prefix_fraction": 0.0,
+        "analysis": "",
+        "reward": None,
+        "acc": None,
+        "pred": None,
+    }
     record.update(fields)
     return record
 
@@ -104,15 +112,32 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tokenizer", required=True, help="folder of the policy's HF tokenizer")
     parser.add_argument("--input", required=True, help="input .jsonl: wrong, synthesis[, prompt, right, ground_truth]")
     parser.add_argument("--output", required=True, help="output .jsonl, one record per input row, in order")
-    parser.add_argument("--mode", choices=SYNTHESIS_MODES, default="verbatim", help="synthesis format (default verbatim)")
-    parser.add_argument("--min-prefix-tokens", type=int, default=defaults.min_prefix_tokens,
-                        help=f"shortest kept prefix of the wrong answer, in tokens (default {defaults.min_prefix_tokens})")  # fmt: skip
-    parser.add_argument("--min-prefix-fraction", type=float, default=defaults.min_prefix_fraction,
-                        help="shortest kept prefix as a fraction of the wrong answer's tokens (default 0)")  # fmt: skip
-    parser.add_argument("--max-length", type=int, default=None, help="longest response in tokens, EOS included (default: no limit)")
-    parser.add_argument("--line-boundary", action="store_true", help="cut at the start of the line where the reconstruction departs")
-    parser.add_argument("--final-answer-marker", default=defaults.final_answer_marker,
-                        help=f"text the continuation must contain (default {defaults.final_answer_marker!r}; '' disables)")  # fmt: skip
+    parser.add_argument(
+        "--mode", choices=SYNTHESIS_MODES, default="verbatim", help="synthesis format (default verbatim)"
+    )
+    parser.add_argument(
+        "--min-prefix-tokens",
+        type=int,
+        default=defaults.min_prefix_tokens,
+        help=f"shortest kept prefix of the wrong answer, in tokens (default {defaults.min_prefix_tokens})",
+    )
+    parser.add_argument(
+        "--min-prefix-fraction",
+        type=float,
+        default=defaults.min_prefix_fraction,
+        help="shortest kept prefix as a fraction of the wrong answer's tokens (default 0)",
+    )
+    parser.add_argument(
+        "--max-length", type=int, default=None, help="longest response in tokens, EOS included (default: no limit)"
+    )
+    parser.add_argument(
+        "--line-boundary", action="store_true", help="cut at the start of the line where the reconstruction departs"
+    )
+    parser.add_argument(
+        "--final-answer-marker",
+        default=defaults.final_answer_marker,
+        help=f"text the continuation must contain (default {defaults.final_answer_marker!r}; '' disables)",
+    )
     return parser.parse_args(argv)
 
 

@@ -145,9 +145,12 @@ def splice_trajectory(
     prefix_fraction = cut_tokens / len(wrong_ids) if wrong_ids else 0.0
     text = wrong_text[:cut_chars] + appended_text
     partial = dict(
-        text=text, appended_text=appended_text, cut_chars=cut_chars, cut_tokens=cut_tokens,
+        text=text,
+        appended_text=appended_text,
+        cut_chars=cut_chars,
+        cut_tokens=cut_tokens,
         prefix_fraction=prefix_fraction,
-    )  # fmt: skip
+    )
     if cut_tokens < config.min_prefix_tokens or prefix_fraction < config.min_prefix_fraction:
         return SplicedTrajectory(SpliceFailure.PREFIX_TOO_SHORT, **partial)
 
@@ -185,9 +188,7 @@ def _word_end(text: str, words: list[str], word_index: int) -> int:
     return _word_start(text, word_index) + len(words[word_index])
 
 
-def _token_boundary_at_or_before(
-    tokenizer: Any, ids: list[int], text: str, max_chars: int
-) -> tuple[int, int] | None:
+def _token_boundary_at_or_before(tokenizer: Any, ids: list[int], text: str, max_chars: int) -> tuple[int, int] | None:
     """The largest (cut_tokens, cut_chars) with decode(ids[:cut_tokens]) == text[:cut_chars] and
     cut_chars <= max_chars, or None when no such boundary is found near max_chars.
 

@@ -32,14 +32,20 @@ REWARDS = _rewards([1, 0, 0, 0, 1, 1, 0, 0, 1, 0, 1, 1])
 CONSTRUCTED = np.array([False] * 8 + [True] * 4)
 MASK = torch.ones(12, RESPONSE_LENGTH)
 EPS = 1e-6
-ORIGINAL_EXPECTED = [0.75 / (0.5 + EPS)] + [-0.25 / (0.5 + EPS)] * 3 + [0.5 / (math.sqrt(1 / 3) + EPS)] * 2 + [-0.5 / (math.sqrt(1 / 3) + EPS)] * 2
+ORIGINAL_EXPECTED = (
+    [0.75 / (0.5 + EPS)]
+    + [-0.25 / (0.5 + EPS)] * 3
+    + [0.5 / (math.sqrt(1 / 3) + EPS)] * 2
+    + [-0.5 / (math.sqrt(1 / 3) + EPS)] * 2
+)
 
 
-def _tapo(**overrides):
-    settings = AdvantageConfig(**{key: overrides.pop(key) for key in list(overrides) if hasattr(AdvantageConfig, key)})
-    arguments = dict(token_level_rewards=REWARDS, response_mask=MASK, index=INDEX, is_constructed=CONSTRUCTED, tapo_advantage=settings)
-    arguments.update(overrides)
-    advantages, returns = compute_tapo_advantage(**arguments)
+def _tapo(settings: AdvantageConfig = AdvantageConfig(), **arguments):
+    """The estimator on the batch above, with any argument replaced."""
+    arguments = (
+        dict(token_level_rewards=REWARDS, response_mask=MASK, index=INDEX, is_constructed=CONSTRUCTED) | arguments
+    )
+    advantages, returns = compute_tapo_advantage(**arguments, tapo_advantage=settings)
     assert advantages is returns
     return advantages
 
@@ -56,7 +62,7 @@ def test_query_scope_with_orig_baseline_fallback_hand_computed():
 
 
 def test_degenerate_zero_gives_zero_to_an_all_equal_ref_group():
-    values = _row_values(_tapo(degenerate="zero"))
+    values = _row_values(_tapo(AdvantageConfig(degenerate="zero")))
     assert values[:8] == pytest.approx(ORIGINAL_EXPECTED, rel=1e-6)
     assert values[8:10] == pytest.approx([0.5 / (math.sqrt(0.5) + EPS), -0.5 / (math.sqrt(0.5) + EPS)], rel=1e-6)
     assert values[10:] == [0.0, 0.0]
@@ -64,9 +70,11 @@ def test_degenerate_zero_gives_zero_to_an_all_equal_ref_group():
 
 def test_batch_scope_normalises_all_constructions_together():
     # G_ref = [1, 0, 1, 1]: mean 0.75, std 0.5.
-    values = _row_values(_tapo(ref_group_scope="batch"))
+    values = _row_values(_tapo(AdvantageConfig(ref_group_scope="batch")))
     assert values[:8] == pytest.approx(ORIGINAL_EXPECTED, rel=1e-6)
-    assert values[8:] == pytest.approx([0.25 / (0.5 + EPS), -0.75 / (0.5 + EPS), 0.25 / (0.5 + EPS), 0.25 / (0.5 + EPS)], rel=1e-6)
+    assert values[8:] == pytest.approx(
+        [0.25 / (0.5 + EPS), -0.75 / (0.5 + EPS), 0.25 / (0.5 + EPS), 0.25 / (0.5 + EPS)], rel=1e-6
+    )
 
 
 def test_without_std_normalisation_only_the_mean_is_removed():
@@ -75,7 +83,7 @@ def test_without_std_normalisation_only_the_mean_is_removed():
 
 
 def test_lambda_scales_constructed_rows_only():
-    base, scaled = _tapo(), _tapo(ref_loss_weight=0.5)
+    base, scaled = _tapo(), _tapo(AdvantageConfig(ref_loss_weight=0.5))
     assert torch.equal(scaled[:8], base[:8])
     assert torch.allclose(scaled[8:], 0.5 * base[8:])
 
@@ -83,7 +91,7 @@ def test_lambda_scales_constructed_rows_only():
 def test_token_weights_apply_per_token_to_constructed_rows_only():
     weights = torch.full((12, RESPONSE_LENGTH), 7.0)
     weights[8] = torch.tensor([0.1, 1.0, 2.0])
-    base, weighted = _tapo(), _tapo(token_weights=weights, ref_loss_weight=0.5)
+    base, weighted = _tapo(), _tapo(AdvantageConfig(ref_loss_weight=0.5), token_weights=weights)
     assert torch.equal(weighted[:8], base[:8])
     assert torch.allclose(weighted[8], base[8] * torch.tensor([0.1, 1.0, 2.0]))
     assert torch.allclose(weighted[9:], 7.0 * base[9:])  # token_weights carry lambda themselves
@@ -113,13 +121,23 @@ def test_single_construction_falls_back_to_its_orig_baseline():
 
 def test_a_construction_whose_orig_group_is_all_equal_gets_zero():
     index = np.array(["c", "c", "c"], dtype=object)
-    advantages = _tapo(token_level_rewards=_rewards([0, 0, 1]), response_mask=torch.ones(3, RESPONSE_LENGTH), index=index, is_constructed=[False, False, True])
+    advantages = _tapo(
+        token_level_rewards=_rewards([0, 0, 1]),
+        response_mask=torch.ones(3, RESPONSE_LENGTH),
+        index=index,
+        is_constructed=[False, False, True],
+    )
     assert advantages.abs().sum().item() == 0.0
 
 
 def test_a_construction_without_original_rows_is_an_error():
     with pytest.raises(ValueError, match="uid 'z' has no original rows"):
-        _tapo(token_level_rewards=_rewards([1, 1]), response_mask=torch.ones(2, RESPONSE_LENGTH), index=np.array(["y", "z"], dtype=object), is_constructed=[False, True])
+        _tapo(
+            token_level_rewards=_rewards([1, 1]),
+            response_mask=torch.ones(2, RESPONSE_LENGTH),
+            index=np.array(["y", "z"], dtype=object),
+            is_constructed=[False, True],
+        )
 
 
 def test_missing_index_and_bad_shapes_are_refused():
@@ -149,7 +167,9 @@ def test_equals_verl_grpo_exactly_when_nothing_is_constructed(seed, norm):
 def test_registered_in_verl_and_callable_as_verl_calls_custom_estimators():
     assert get_adv_estimator_fn("tapo") is compute_tapo_advantage
     # verl 0.9.1's ray_trainer.compute_advantage passes only these keywords to a custom estimator.
-    advantages, _ = get_adv_estimator_fn("tapo")(token_level_rewards=REWARDS[:8], response_mask=MASK[:8], config=AlgoConfig(), index=INDEX[:8])
+    advantages, _ = get_adv_estimator_fn("tapo")(
+        token_level_rewards=REWARDS[:8], response_mask=MASK[:8], config=AlgoConfig(), index=INDEX[:8]
+    )
     assert _row_values(advantages) == pytest.approx(ORIGINAL_EXPECTED, rel=1e-6)
 
 
@@ -166,5 +186,12 @@ def test_ots_weights_hand_computed():
 
 
 def test_ots_weights_respect_custom_clamps():
-    weights = compute_ots_weights(torch.tensor([[-1.0, 0.0]]), torch.tensor([[0.5, 0.0]]), torch.ones(1, 2), torch.tensor([True]), w_min=0.7, w_max=0.9)
+    weights = compute_ots_weights(
+        torch.tensor([[-1.0, 0.0]]),
+        torch.tensor([[0.5, 0.0]]),
+        torch.ones(1, 2),
+        torch.tensor([True]),
+        w_min=0.7,
+        w_max=0.9,
+    )
     assert weights[0].tolist() == pytest.approx([0.7, 0.9])  # exp(-0.5) = 0.61 -> 0.7; exp(0) = 1 -> 0.9

@@ -44,7 +44,9 @@ def test_from_omegaconf_reads_the_yaml_node():
 
 
 def test_partial_dict_overrides_and_keeps_other_defaults():
-    config = TapoConfig.from_dict({"selection": {"m_max": 2}, "ots": {"enable": False}, "synthesis": {"mode": "anchor"}})
+    config = TapoConfig.from_dict(
+        {"selection": {"m_max": 2}, "ots": {"enable": False}, "synthesis": {"mode": "anchor"}}
+    )
     assert config.selection.m_max == 2
     assert config.selection.n_neg == 4
     assert config.ots.enable is False

@@ -29,7 +29,9 @@ def _records(sink):
     return [json.loads(line) for line in sink.read_text(encoding="utf-8").splitlines()]
 
 
-def test_one_record_per_row_in_order_and_bad_rows_do_not_stop_the_others(tmp_path, tapo_tokenizer_dir, tapo_tokenizer, capsys):
+def test_one_record_per_row_in_order_and_bad_rows_do_not_stop_the_others(
+    tmp_path, tapo_tokenizer_dir, tapo_tokenizer, capsys
+):
     lines = [
         _row(),
         _row(synthesis="<analysis>no idea</analysis>"),
@@ -44,8 +46,14 @@ def test_one_record_per_row_in_order_and_bad_rows_do_not_stop_the_others(tmp_pat
     assert main(argv) == 0
     records = _records(sink)
     assert [record["status"] for record in records] == [
-        "ok", "missing_reconstruction", "invalid_row", "no_departure", "invalid_row", "invalid_row", "prefix_too_short",
-    ]  # fmt: skip
+        "ok",
+        "missing_reconstruction",
+        "invalid_row",
+        "no_departure",
+        "invalid_row",
+        "invalid_row",
+        "prefix_too_short",
+    ]
     assert "field 'wrong' must be a string" in records[4]["error"]
     assert "invalid_row=3" in capsys.readouterr().err
 
@@ -62,12 +70,26 @@ def test_one_record_per_row_in_order_and_bad_rows_do_not_stop_the_others(tmp_pat
 
 
 def test_options_reach_the_splicer(tmp_path, tapo_tokenizer_dir):
-    _, sink, argv = _run(tmp_path, [_row(), _row()], "--tokenizer", tapo_tokenizer_dir, "--min-prefix-tokens", "1", "--max-length", "12")
+    _, sink, argv = _run(
+        tmp_path, [_row(), _row()], "--tokenizer", tapo_tokenizer_dir, "--min-prefix-tokens", "1", "--max-length", "12"
+    )
     assert main(argv) == 0
     assert [record["status"] for record in _records(sink)] == ["too_long", "too_long"]
 
-    anchor_output = '<analysis>x</analysis><anchor>"Then 54 + 1"</anchor><reconstruction>Wait, 56 + 1 = 57, \\boxed{57}.</reconstruction>'
-    _, sink, argv = _run(tmp_path, [_row(synthesis=anchor_output)], "--tokenizer", tapo_tokenizer_dir, "--mode", "anchor", "--min-prefix-tokens", "1")
+    anchor_output = (
+        '<analysis>x</analysis><anchor>"Then 54 + 1"</anchor>'
+        "<reconstruction>Wait, 56 + 1 = 57, \\boxed{57}.</reconstruction>"
+    )
+    _, sink, argv = _run(
+        tmp_path,
+        [_row(synthesis=anchor_output)],
+        "--tokenizer",
+        tapo_tokenizer_dir,
+        "--mode",
+        "anchor",
+        "--min-prefix-tokens",
+        "1",
+    )
     assert main(argv) == 0
     assert _records(sink)[0]["trajectory"] == "First, 7 * 8 = 54.\nWait, 56 + 1 = 57, \\boxed{57}."
 
@@ -85,14 +107,18 @@ def test_reward_column_scores_the_trajectory(tmp_path, tapo_tokenizer_dir):
     assert main(argv) == 0
     records = _records(sink)
     assert [(record["reward"], record["acc"], record["pred"]) for record in records] == [
-        (1.0, True, "57"), (0.0, False, "57"), (None, None, None),
-    ]  # fmt: skip
+        (1.0, True, "57"),
+        (0.0, False, "57"),
+        (None, None, None),
+    ]
     assert records[2]["status"] == "empty_output"
 
 
 def test_runs_as_a_module(tmp_path, tapo_tokenizer_dir):
     _, sink, argv = _run(tmp_path, [_row()], "--tokenizer", tapo_tokenizer_dir, "--min-prefix-tokens", "1")
-    completed = subprocess.run([sys.executable, "-m", "recipe_tapo.construct", *argv], capture_output=True, text=True, timeout=120)
+    completed = subprocess.run(
+        [sys.executable, "-m", "recipe_tapo.construct", *argv], capture_output=True, text=True, timeout=120
+    )
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert completed.stderr.strip().splitlines()[-1] == "ok=1"
     assert _records(sink)[0]["status"] == "ok"

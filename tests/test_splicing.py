@@ -84,7 +84,9 @@ def test_line_boundary_moves_the_cut_to_the_start_of_the_departing_line(tapo_tok
     recon = "Step 1: 7 * 8 = 56.\nStep 2: 56 + 9 = 65.\nSo \\boxed{65}."
     ids = tapo_tokenizer.encode(wrong, add_special_tokens=False)
     by_token = splice_trajectory(wrong, ids, _verbatim(recon), tapo_tokenizer, LENIENT)
-    by_line = splice_trajectory(wrong, ids, _verbatim(recon), tapo_tokenizer, dataclasses.replace(LENIENT, cut_at_line_boundary=True))
+    by_line = splice_trajectory(
+        wrong, ids, _verbatim(recon), tapo_tokenizer, dataclasses.replace(LENIENT, cut_at_line_boundary=True)
+    )
     assert by_token.text == by_line.text == recon
     assert by_line.cut_chars <= wrong.index("Step 2") < by_token.cut_chars
     assert by_line.appended_text.lstrip("\n").startswith("Step 2: 56 + 9 = 65.")
@@ -101,7 +103,9 @@ def test_anchor_mode_cuts_where_the_quote_begins(tapo_tokenizer):
 
 def test_anchor_mode_keeps_more_when_the_correction_repeats_the_quote(tapo_tokenizer):
     ids = tapo_tokenizer.encode(WRONG, add_special_tokens=False)
-    result = splice_trajectory(WRONG, ids, _anchor("Then 54", "Then 54 + 1 = 55. Wait, 54 is wrong: \\boxed{57}."), tapo_tokenizer, LENIENT)
+    result = splice_trajectory(
+        WRONG, ids, _anchor("Then 54", "Then 54 + 1 = 55. Wait, 54 is wrong: \\boxed{57}."), tapo_tokenizer, LENIENT
+    )
     assert result.ok
     # Departure at "Wait" vs "So": y-'s own line break stands in for the reconstruction's space.
     assert result.text == "First, 7 * 8 = 54.\nThen 54 + 1 = 55.\nWait, 54 is wrong: \\boxed{57}."
@@ -115,7 +119,11 @@ def test_anchor_mode_keeps_more_when_the_correction_repeats_the_quote(tapo_token
         (_verbatim(WRONG), LENIENT, SpliceFailure.NO_DEPARTURE),
         (_verbatim("First, 7 * 8 = 54.\nWait, 7 * 8 is 56, so the sum is 57"), LENIENT, SpliceFailure.NO_FINAL_ANSWER),
         (_verbatim(RECON), SplicingConfig(min_prefix_tokens=1000), SpliceFailure.PREFIX_TOO_SHORT),
-        (_verbatim(RECON), SplicingConfig(min_prefix_tokens=0, min_prefix_fraction=0.9), SpliceFailure.PREFIX_TOO_SHORT),
+        (
+            _verbatim(RECON),
+            SplicingConfig(min_prefix_tokens=0, min_prefix_fraction=0.9),
+            SpliceFailure.PREFIX_TOO_SHORT,
+        ),
         (_verbatim("Let me start over: \\boxed{57}"), SplicingConfig(), SpliceFailure.PREFIX_TOO_SHORT),
         (_verbatim(RECON), SplicingConfig(min_prefix_tokens=1, max_response_length=10), SpliceFailure.TOO_LONG),
         (_verbatim(RECON.replace("Wait,", "Wait<|im_end|>")), LENIENT, SpliceFailure.SPECIAL_TOKEN_IN_TEXT),
@@ -141,7 +149,9 @@ def test_length_limit_counts_eos(tapo_tokenizer):
 def test_an_empty_marker_disables_the_final_answer_check(tapo_tokenizer):
     ids = tapo_tokenizer.encode(WRONG, add_special_tokens=False)
     recon = "First, 7 * 8 = 54.\nWait, 7 * 8 is 56, so the sum is 57"
-    assert splice_trajectory(WRONG, ids, _verbatim(recon), tapo_tokenizer, dataclasses.replace(LENIENT, final_answer_marker="")).ok
+    assert splice_trajectory(
+        WRONG, ids, _verbatim(recon), tapo_tokenizer, dataclasses.replace(LENIENT, final_answer_marker="")
+    ).ok
 
 
 def test_a_changed_final_answer_on_the_same_line_counts_as_final_answer(tapo_tokenizer):
@@ -152,7 +162,9 @@ def test_a_changed_final_answer_on_the_same_line_counts_as_final_answer(tapo_tok
 
 def test_eos_override(tapo_tokenizer):
     ids = tapo_tokenizer.encode(WRONG, add_special_tokens=False)
-    result = splice_trajectory(WRONG, ids, _verbatim(RECON), tapo_tokenizer, LENIENT, eos_token_id=tapo_tokenizer.pad_token_id)
+    result = splice_trajectory(
+        WRONG, ids, _verbatim(RECON), tapo_tokenizer, LENIENT, eos_token_id=tapo_tokenizer.pad_token_id
+    )
     assert result.token_ids[-1] == tapo_tokenizer.pad_token_id
 
 
@@ -168,14 +180,41 @@ def test_multibyte_characters_are_never_split_at_the_cut(tapo_tokenizer):
 
 def test_a_failed_parse_is_refused_loudly(tapo_tokenizer):
     with pytest.raises(ValueError, match="needs a parsed synthesis"):
-        splice_trajectory(WRONG, [], ParsedSynthesis(mode="verbatim", failure="missing_reconstruction"), tapo_tokenizer, LENIENT)
+        splice_trajectory(
+            WRONG, [], ParsedSynthesis(mode="verbatim", failure="missing_reconstruction"), tapo_tokenizer, LENIENT
+        )
 
 
 # --- properties on byte-level BPE ---------------------------------------------------------------
 _PIECES = st.sampled_from(
-    ["7", " * ", "8", " = ", "54", "56", ".", "\n", "\n\n", "  ", " ", "Wait", ", ", "the answer is ", "\\boxed{",
-     "}", "é", "漢", "🙂", "\t", "First", " step", "<|im_end|>", "\u00a0", "\x1c"]
-)  # fmt: skip
+    [
+        "7",
+        " * ",
+        "8",
+        " = ",
+        "54",
+        "56",
+        ".",
+        "\n",
+        "\n\n",
+        "  ",
+        " ",
+        "Wait",
+        ", ",
+        "the answer is ",
+        "\\boxed{",
+        "}",
+        "é",
+        "漢",
+        "🙂",
+        "\t",
+        "First",
+        " step",
+        "<|im_end|>",
+        "\u00a0",
+        "\x1c",
+    ]
+)
 _TEXT = st.lists(st.one_of(_PIECES, st.text(max_size=4)), max_size=40).map("".join)
 _WHITESPACE = st.sampled_from([" ", "\n", "  ", "\t", " \n"])
 
@@ -255,7 +294,9 @@ class _TokenizerWithoutRustBackend:
         return self._fast.encode(text, add_special_tokens=add_special_tokens)
 
     def decode(self, ids, skip_special_tokens, clean_up_tokenization_spaces):
-        return self._fast.decode(ids, skip_special_tokens=skip_special_tokens, clean_up_tokenization_spaces=clean_up_tokenization_spaces)
+        return self._fast.decode(
+            ids, skip_special_tokens=skip_special_tokens, clean_up_tokenization_spaces=clean_up_tokenization_spaces
+        )
 
 
 def test_tokenizers_without_a_rust_backend_splice_identically(tapo_tokenizer):
@@ -274,8 +315,14 @@ def test_the_kept_prefix_is_the_rollouts_own_ids_for_any_tokenisation(tapo_token
     wrong, recon = pair
     assume(recon)
     bounds = sorted({0, len(wrong), *(cut for cut in cuts if cut < len(wrong))})
-    own_ids = [token for start, end in zip(bounds, bounds[1:]) for token in tapo_tokenizer.encode(wrong[start:end], add_special_tokens=False)]
-    result = splice_trajectory(wrong, own_ids, _verbatim(recon), tapo_tokenizer, SplicingConfig(min_prefix_tokens=0, final_answer_marker=""))
+    own_ids = [
+        token
+        for start, end in zip(bounds, bounds[1:])
+        for token in tapo_tokenizer.encode(wrong[start:end], add_special_tokens=False)
+    ]
+    result = splice_trajectory(
+        wrong, own_ids, _verbatim(recon), tapo_tokenizer, SplicingConfig(min_prefix_tokens=0, final_answer_marker="")
+    )
     assert result.ok or isinstance(result.failure, SpliceFailure)
     if result.ok:
         assert result.token_ids[: result.cut_tokens] == tuple(own_ids[: result.cut_tokens])

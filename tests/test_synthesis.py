@@ -20,7 +20,9 @@ RIGHT = "First, 7 * 8 = 56.\nThen 56 + 1 = 57.\nSo the answer is \\boxed{57}."
 
 
 # --- templates ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("mode, tags", [("verbatim", ["analysis", "reconstruction"]), ("anchor", ["analysis", "anchor", "reconstruction"])])
+@pytest.mark.parametrize(
+    "mode, tags", [("verbatim", ["analysis", "reconstruction"]), ("anchor", ["analysis", "anchor", "reconstruction"])]
+)
 def test_templates_ask_for_their_blocks(mode, tags):
     template = load_template(mode)
     for tag in tags:
@@ -87,7 +89,10 @@ def test_the_right_answer_is_not_cut_below_its_minimum(tapo_tokenizer):
     # Fitting would need the right answer cut to about 20 tokens; the minimum is 100.
     budget = full.num_tokens - (right_tokens - 20)
     config = SynthesisConfig(max_prompt_tokens=budget, min_right_answer_tokens=100)
-    assert build_synthesis_prompt(QUESTION, WRONG, long_right, tapo_tokenizer, config).failure == SynthesisFailure.PROMPT_TOO_LONG
+    assert (
+        build_synthesis_prompt(QUESTION, WRONG, long_right, tapo_tokenizer, config).failure
+        == SynthesisFailure.PROMPT_TOO_LONG
+    )
 
 
 # --- parsing ------------------------------------------------------------------------------------
@@ -98,17 +103,19 @@ RECON = "First, 7 * 8 = 54.\nWait, 7 * 8 is 56. Then 56 + 1 = 57, so \\boxed{57}
     "output",
     [
         f"<analysis>7*8 is wrong</analysis>\n<reconstruction>\n{RECON}\n</reconstruction>",
-        f"Sure! Here it is.\n<analysis>7*8 is wrong</analysis>\n<reconstruction>{RECON}</reconstruction>\nHope this helps.",
+        f"Sure!\n<analysis>7*8 is wrong</analysis>\n<reconstruction>{RECON}</reconstruction>\nHope this helps.",
         f"<ANALYSIS>7*8 is wrong</Analysis><Reconstruction>{RECON}</RECONSTRUCTION>",
         f"< analysis >7*8 is wrong</ analysis >< reconstruction >{RECON}< / reconstruction >",
         f"<analysis>7*8 is wrong</analysis>\n<reconstruction>\n{RECON}",  # missing closing tag / truncated
         f"```xml\n<analysis>7*8 is wrong</analysis>\n<reconstruction>\n{RECON}\n</reconstruction>\n```",
         f"```\n<analysis>7*8 is wrong</analysis>\n<reconstruction>\n{RECON}\n```",  # fence + missing tag
         f"<analysis>7*8 is wrong</analysis>\n<reconstruction>\n```markdown\n{RECON}\n```\n</reconstruction>",
-        f"<analysis>7*8 is wrong</analysis><reconstruction>draft</reconstruction>\n<reconstruction>{RECON}</reconstruction>",
+        f"<analysis>7*8 is wrong</analysis><reconstruction>draft</reconstruction>\n"
+        f"<reconstruction>{RECON}</reconstruction>",
         f"<analysis>7*8 is wrong</analysis><reconstruction>{RECON}</reconstruction><reconstruction>cut off",
-        f"<analysis>7*8 is wrong</analysis><reconstruction>{RECON}</reconstruction><reconstruction></reconstruction>",
-        f"<think>draft <reconstruction>old</reconstruction></think><analysis>7*8 is wrong</analysis><reconstruction>{RECON}</reconstruction>",
+        f"<analysis>7*8 is wrong</analysis><reconstruction>{RECON}</reconstruction>\n<reconstruction></reconstruction>",
+        f"<think>draft <reconstruction>old</reconstruction></think>\n"
+        f"<analysis>7*8 is wrong</analysis><reconstruction>{RECON}</reconstruction>",
     ],
 )
 def test_verbatim_outputs_that_models_really_write_are_parsed(output):
@@ -133,11 +140,31 @@ def test_code_inside_a_reconstruction_is_kept():
     [
         ("", "verbatim", SynthesisFailure.EMPTY_OUTPUT),
         ("  \n\t ", "anchor", SynthesisFailure.EMPTY_OUTPUT),
-        ("<analysis>the error is in step 2</analysis> I cannot rewrite it.", "verbatim", SynthesisFailure.MISSING_RECONSTRUCTION),
-        ("<analysis>the error is in step 2</analysis><reconstruction>   </reconstruction>", "verbatim", SynthesisFailure.EMPTY_RECONSTRUCTION),
-        ("<analysis>x</analysis><reconstruction></reconstruction><reconstruction>\n</reconstruction>", "verbatim", SynthesisFailure.EMPTY_RECONSTRUCTION),
-        ("<analysis>x</analysis><reconstruction>Wait, \\boxed{57}</reconstruction>", "anchor", SynthesisFailure.MISSING_ANCHOR),
-        ("<anchor> \"\" </anchor><reconstruction>Wait, \\boxed{57}</reconstruction>", "anchor", SynthesisFailure.EMPTY_ANCHOR),
+        (
+            "<analysis>the error is in step 2</analysis> I cannot rewrite it.",
+            "verbatim",
+            SynthesisFailure.MISSING_RECONSTRUCTION,
+        ),
+        (
+            "<analysis>the error is in step 2</analysis><reconstruction>   </reconstruction>",
+            "verbatim",
+            SynthesisFailure.EMPTY_RECONSTRUCTION,
+        ),
+        (
+            "<analysis>x</analysis><reconstruction></reconstruction><reconstruction>\n</reconstruction>",
+            "verbatim",
+            SynthesisFailure.EMPTY_RECONSTRUCTION,
+        ),
+        (
+            "<analysis>x</analysis><reconstruction>Wait, \\boxed{57}</reconstruction>",
+            "anchor",
+            SynthesisFailure.MISSING_ANCHOR,
+        ),
+        (
+            '<anchor> "" </anchor><reconstruction>Wait, \\boxed{57}</reconstruction>',
+            "anchor",
+            SynthesisFailure.EMPTY_ANCHOR,
+        ),
         ("<analysis>x</analysis><anchor>Then 54", "anchor", SynthesisFailure.MISSING_RECONSTRUCTION),
     ],
 )
@@ -157,7 +184,10 @@ def test_failures_are_reported_with_their_reason(output, mode, failure):
     ],
 )
 def test_anchor_mode_parses_the_quote_without_its_quotation_marks(anchor_block, anchor):
-    output = f"<analysis>x</analysis>\n<anchor>{anchor_block}</anchor>\n<reconstruction>Wait, 56 + 1 = 57, \\boxed{{57}}.</reconstruction>"
+    output = (
+        f"<analysis>x</analysis>\n<anchor>{anchor_block}</anchor>\n"
+        "<reconstruction>Wait, 56 + 1 = 57, \\boxed{57}.</reconstruction>"
+    )
     parsed = parse_synthesis_output(output, "anchor")
     assert parsed.ok and parsed.anchor == anchor
     assert parsed.reconstruction == "Wait, 56 + 1 = 57, \\boxed{57}."
@@ -169,13 +199,33 @@ def test_verbatim_mode_ignores_an_anchor_block():
 
 
 _TAG_FRAGMENTS = st.sampled_from(
-    ["<analysis>", "</analysis>", "<anchor>", "</anchor>", "<reconstruction>", "</reconstruction>",
-     "<RECONSTRUCTION >", "< /anchor>", "```", "```xml\n", "<think>", "</think>", "\n", " ", "\"", "\u2026", "..."]
-)  # fmt: skip
+    [
+        "<analysis>",
+        "</analysis>",
+        "<anchor>",
+        "</anchor>",
+        "<reconstruction>",
+        "</reconstruction>",
+        "<RECONSTRUCTION >",
+        "< /anchor>",
+        "```",
+        "```xml\n",
+        "<think>",
+        "</think>",
+        "\n",
+        " ",
+        '"',
+        "\u2026",
+        "...",
+    ]
+)
 
 
 @settings(max_examples=300, deadline=None)
-@given(pieces=st.lists(st.one_of(_TAG_FRAGMENTS, st.text(max_size=20)), max_size=25), mode=st.sampled_from(["verbatim", "anchor"]))
+@given(
+    pieces=st.lists(st.one_of(_TAG_FRAGMENTS, st.text(max_size=20)), max_size=25),
+    mode=st.sampled_from(["verbatim", "anchor"]),
+)
 def test_parser_never_raises_and_returns_parts_or_a_reason(pieces, mode):
     parsed = parse_synthesis_output("".join(pieces), mode)
     if parsed.ok:
@@ -200,6 +250,9 @@ _BLOCK_TEXT = st.text(st.characters(blacklist_characters="<>`\"'\u201c\u2018"), 
 @settings(max_examples=200, deadline=None)
 @given(analysis=_BLOCK_TEXT, anchor=_BLOCK_TEXT, reconstruction=_BLOCK_TEXT)
 def test_well_formed_outputs_round_trip(analysis, anchor, reconstruction):
-    output = f"<analysis>\n{analysis}\n</analysis>\n<anchor>{anchor}</anchor>\n<reconstruction>\n{reconstruction}\n</reconstruction>"
+    output = (
+        f"<analysis>\n{analysis}\n</analysis>\n<anchor>{anchor}</anchor>\n"
+        f"<reconstruction>\n{reconstruction}\n</reconstruction>"
+    )
     parsed = parse_synthesis_output(output, "anchor")
     assert (parsed.analysis, parsed.anchor, parsed.reconstruction) == (analysis, anchor, reconstruction)
