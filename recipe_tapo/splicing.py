@@ -100,7 +100,8 @@ def splice_trajectory(
     """Build the trained response from y- and a successfully parsed synthesis output.
 
     Args:
-        wrong_text: y- as text, `tokenizer.decode(wrong_ids)` for a rollout row.
+        wrong_text: y- as text; for a rollout row `tokenizer.decode(wrong_ids)` with special tokens
+            kept (the cut can only fall where the decoded ids are exactly a prefix of this text).
         wrong_ids: y-'s own token ids, without padding and without EOS; for offline data
             `tokenizer.encode(wrong_text, add_special_tokens=False)`.
         parsed: `parse_synthesis_output`'s result with `ok` true.
