@@ -15,6 +15,7 @@ from verl.trainer.main_ppo_v0 import TaskRunner
 from verl.trainer.ppo.utils import need_critic, need_reference_policy
 from verl.utils.config import validate_config
 
+from recipe_tapo.config import TapoConfig
 from recipe_tapo.workers.cpu_backend import is_cpu_platform
 
 
@@ -35,6 +36,8 @@ class TapoTaskRunner(TaskRunner.__ray_actor_class__):
 
 @hydra.main(config_path="pkg://recipe_tapo.conf", config_name="tapo_trainer", version_base=None)
 def main(config):
+    # Refuse a bad `tapo:` section before Ray starts, with the offending key in the message.
+    TapoConfig.from_omegaconf(config.tapo)
     validate_config(config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
     run_ppo(config, task_runner_class=ray.remote(TapoTaskRunner))
 
