@@ -13,8 +13,9 @@ checks out an idle worker, sends the two answers with the seconds it has left, a
 pipe with `select`. The worker interrupts itself at that time (SIGALRM in its own main thread);
 if no answer comes within `KILL_GRACE_S` more, the caller kills it, starts a replacement at once
 (so its imports overlap with whatever comes next) and reports a timeout. A call therefore returns
-within its timeout + `KILL_GRACE_S`, except the very first one in a process, which also waits up
-to `STARTUP_TIMEOUT_S` for the first worker to import sympy (about half a second).
+within its timeout + `KILL_GRACE_S`, except the first one that needs math-verify in a process,
+which first waits (up to `STARTUP_TIMEOUT_S`) for a worker to import and warm up sympy (about two
+seconds), outside its time limit.
 """
 
 import atexit
@@ -112,9 +113,12 @@ class VerifierPool:
         self._idle: list[_WorkerProcess] = []
         self._process_count = 0
         self._has_started = False
+        self._first_start_lock = threading.Lock()
 
     def check(self, gold: str, pred: str, timeout: float) -> Verdict:
         """Whether math-verify finds `pred` equivalent to `gold`, decided within `timeout` s."""
+        if not self._has_started:
+            self._start_first_worker()
         deadline = time.monotonic() + timeout
         worker = self._acquire(deadline)
         if worker is None:
@@ -122,7 +126,6 @@ class VerifierPool:
         try:
             verdict, healthy = self._check_with(worker, gold, pred, deadline)
         except BaseException:
-            # Never restart a worker that has not started: its environment is what failed.
             self._discard(worker, restart=worker.ready)
             raise
         if healthy:
@@ -133,7 +136,7 @@ class VerifierPool:
 
     def _check_with(self, worker: _WorkerProcess, gold: str, pred: str, deadline: float) -> tuple[Verdict, bool]:
         try:
-            if not self._wait_ready(worker, deadline):
+            if not worker.wait_ready(deadline):
                 return Verdict(False, "timeout"), True
             seconds = deadline - time.monotonic()
             if seconds <= 0:
@@ -150,22 +153,30 @@ class VerifierPool:
         equal = bool(reply["equal"])
         return Verdict(equal, "math_verify_equal" if equal else "math_verify_unequal"), True
 
-    def _wait_ready(self, worker: _WorkerProcess, deadline: float) -> bool:
-        if worker.ready:
-            return True
-        if self._has_started:
-            return worker.wait_ready(deadline)
-        try:
-            started = worker.wait_ready(time.monotonic() + STARTUP_TIMEOUT_S)
-        except _WorkerDied:
-            started = False
-        if not started:
-            raise VerifierUnavailable(
-                f"the math-verify process ({WORKER_SCRIPT}) did not start within {STARTUP_TIMEOUT_S:.0f} s; "
-                "its error, if any, is on stderr above"
-            )
-        self._has_started = True
-        return True
+    def _start_first_worker(self) -> None:
+        """Start a worker and wait, outside any call's time limit, until it has imported sympy."""
+        with self._first_start_lock:
+            if self._has_started:
+                return
+            with self._condition:
+                self._process_count += 1
+            try:
+                worker = _WorkerProcess(self._memory_mb)
+            except BaseException:
+                self._forget_one()
+                raise
+            try:
+                started = worker.wait_ready(time.monotonic() + STARTUP_TIMEOUT_S)
+            except _WorkerDied:
+                started = False
+            if not started:
+                self._discard(worker, restart=False)
+                raise VerifierUnavailable(
+                    f"the math-verify process ({WORKER_SCRIPT}) did not start within {STARTUP_TIMEOUT_S:.0f} s; "
+                    "its error, if any, is on stderr above"
+                )
+            self._has_started = True
+            self._release(worker)
 
     def _acquire(self, deadline: float) -> _WorkerProcess | None:
         with self._condition:

@@ -28,6 +28,15 @@ if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(
     del sys.path[0]
 
 
+WARM_UP_PAIRS = [
+    ("\\frac{\\sqrt{2}}{2}", "\\sqrt{2}/2"),
+    ("x^2+2x+1", "(x+1)^2"),
+    ("(0,1]", "[0,1]"),
+    ("\\{1,2\\}", "\\{2,1\\}"),
+    ("\\frac{1}{3}", "0.333"),
+]
+
+
 class _Deadline(BaseException):
     """Raised by the alarm. A BaseException, because math-verify catches `Exception` internally
     and would carry on with the next candidate."""
@@ -83,7 +92,10 @@ def main() -> None:
     # math-verify warns on every call that its timeouts are off; the alarm above replaces them.
     logging.getLogger("math_verify").setLevel(logging.ERROR)
     signal.signal(signal.SIGALRM, _raise_deadline)
-    _equivalent("1", "1")  # imports sympy and builds the LaTeX parser before the first request
+    # sympy imports most of itself lazily: the first fraction, polynomial or interval would cost
+    # a second of a request's time limit. Pay it here, before announcing readiness.
+    for gold, pred in WARM_UP_PAIRS:
+        _equivalent(gold, pred)
     _send({"ready": True, "pid": os.getpid()})
     for line in sys.stdin:
         _send(_answer(json.loads(line)))
