@@ -1,0 +1,1 @@
+"""Benchmark evaluation: metrics (pure functions) and the JSON / markdown report."""
