@@ -53,16 +53,18 @@ def last_boxed_answer(text: str) -> str | None:
     boxes resolve to the innermost, which is also the last one opened.
     """
     closing_of = _matching_braces(text)
-    braced = [
-        (match.start(), text[match.end() : closing_of[match.end() - 1]])
+    # (start of the command, start of the answer, end of the answer); sliced only for the winner,
+    # since thousands of nested boxes would otherwise copy the text thousands of times.
+    spans = [
+        (match.start(), match.end(), closing_of[match.end() - 1])
         for match in _BOXED_OPEN.finditer(text)
         if match.end() - 1 in closing_of
     ]
-    bare = [(match.start(), match.group(1)) for match in _BOXED_BARE.finditer(text)]
-    candidates = braced + bare
-    if not candidates:
+    spans += [(match.start(), match.start(1), match.end(1)) for match in _BOXED_BARE.finditer(text)]
+    if not spans:
         return None
-    return max(candidates)[1].strip()
+    _, answer_start, answer_end = max(spans)
+    return text[answer_start:answer_end].strip()
 
 
 # Normalisation, applied identically to the prediction and the ground truth. Order matters: wrappers

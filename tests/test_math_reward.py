@@ -201,6 +201,7 @@ PATHOLOGICAL = {
     "long answer": "\\boxed{" + "\\frac{1}{" * 1000 + "2" + "}" * 1000 + "}",
     "100k response, no box": "Let me think. " * 7200,
     "100k response of open boxes": "\\boxed{" * 15000,
+    "100k response of nested boxes": "\\boxed{" * 7000 + "}" * 7000,
     "100k response, wrong box at the end": "x = y + 1. " * 10000 + "\\boxed{7}",
     "only braces": "}{" * 50000,
     "empty": "",
@@ -214,6 +215,29 @@ def test_pathological_input_scores_zero_within_the_limit(name):
     assert seconds < WALL_CLOCK_BOUND_S, f"{name}: {seconds:.2f} s"
     assert result["score"] == 0.0 and set(result) == RESULT_KEYS
     assert result["reason"] in REASONS
+
+
+def test_nested_boxes_are_not_copied_once_each():
+    import tracemalloc
+
+    text = "\\boxed{" * 7000 + "5" + "}" * 7000  # 56k characters, 7000 candidate answers
+    tracemalloc.start()
+    try:
+        assert last_boxed_answer(text) == "5"
+        _, peak_bytes = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # Linear bookkeeping (brace positions, match spans) stays near 30 bytes per character; one
+    # copy per candidate would be about 3500 (7000 copies of 28k characters on average).
+    assert peak_bytes < 100 * len(text)
+
+
+@given(response=st.text(alphabet=st.sampled_from(list("\\boxed{}fracsqt^_()[],.=-+ 0123456789x$%")), max_size=300))
+@settings(max_examples=60, deadline=None)
+def test_any_response_gets_a_well_formed_result(response):
+    result = compute_score("math500", response, "\\frac{1}{2}", timeout=TEST_TIMEOUT_S)
+    assert set(result) == RESULT_KEYS and result["reason"] in REASONS
+    assert result["score"] == float(result["acc"])
 
 
 def test_100k_response_with_the_right_answer_is_fast():
