@@ -350,3 +350,32 @@ def test_a_verifier_that_cannot_start_is_an_error_not_a_zero():
     with pytest.raises(VerifierUnavailable):
         compute_score("x", "\\boxed{\\sqrt{8}}", "2\\sqrt{2}", verifier_processes=1, verifier_memory_mb=40)
     assert compute_score("x", "\\boxed{8}", "8", verifier_processes=1, verifier_memory_mb=40)["score"] == 1.0
+
+
+def test_verl_naive_reward_manager_scores_through_it(tapo_tokenizer):
+    """verl's reward loop decodes the response and calls the function from an executor thread."""
+    import numpy as np
+    import torch
+    from omegaconf import OmegaConf
+    from verl import DataProto
+    from verl.experimental.reward_loop.reward_manager.naive import NaiveRewardManager
+
+    prompt = tapo_tokenizer("Compute it.")["input_ids"]
+    response = tapo_tokenizer("So the answer is \\boxed{\\sqrt{2}/2}.")["input_ids"]
+    padding = [tapo_tokenizer.pad_token_id] * 3
+    data = DataProto.from_dict(
+        tensors={
+            "prompts": torch.tensor([prompt]),
+            "responses": torch.tensor([response + padding]),
+            "attention_mask": torch.tensor([[1] * (len(prompt) + len(response)) + [0] * len(padding)]),
+        },
+        non_tensors={
+            "data_source": np.array(["hmmt2025"], dtype=object),
+            "reward_model": np.array([{"style": "rule", "ground_truth": "\\frac{\\sqrt{2}}{2}"}], dtype=object),
+            "extra_info": np.array([{"index": 0}], dtype=object),
+        },
+    )
+    manager = NaiveRewardManager(OmegaConf.create({}), tapo_tokenizer, compute_score)
+    output = manager.loop.run_until_complete(manager.run_single(data))
+    assert output["reward_score"] == 1.0
+    assert output["reward_extra_info"] == {"score": 1.0, "acc": True, "pred": "\\sqrt{2}/2", "reason": "math_verify_equal"}
