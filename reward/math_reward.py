@@ -13,8 +13,10 @@ separate process under a hard time limit (`recipe_tapo.reward.verifier`). Only t
 leaves this process, so most AIME/HMMT answers (integers) cost microseconds.
 
 Every result has the same keys (verl stacks the extras of a batch per key): `score` (1.0 or 0.0),
-`acc` (bool), `pred` (the extracted answer, at most `REPORTED_PRED_CHARS` characters; "" when there
-is none) and `reason` (how the verdict was reached, one of `REASONS`).
+`acc` (bool), `pred` (the extracted answer, normalised so that verl's majority vote (maj@N, which
+groups equal `pred` strings) counts `10\\text{ cm}` and `10` as one answer; at most
+`REPORTED_PRED_CHARS` characters; "" when there is none) and `reason` (how the verdict was reached,
+one of `REASONS`).
 
 Imports are absolute so that verl may also load this file by path (`path=reward/math_reward.py`).
 """
@@ -128,7 +130,7 @@ def compute_score(
     if not gold:
         return _result(False, pred, "no_ground_truth")
     if len(pred) > max_answer_chars:
-        return _result(False, pred, "answer_too_long")
+        return _result(False, pred, "answer_too_long")  # not normalised: it may be anything
     equal, reason = judge_answer(
         pred,
         gold,
@@ -136,7 +138,7 @@ def compute_score(
         verifier_processes=verifier_processes,
         verifier_memory_mb=verifier_memory_mb,
     )
-    return _result(equal, pred, reason)
+    return _result(equal, normalize_answer(pred), reason)
 
 
 def _result(equal: bool, pred: str, reason: str) -> dict:

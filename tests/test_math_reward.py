@@ -183,6 +183,12 @@ def test_ground_truth_forms_are_accepted():
     assert score("\\boxed{204}", None)["reason"] == "no_ground_truth"
 
 
+def test_pred_is_normalised_for_verl_majority_vote():
+    assert score("\\boxed{10\\text{ cm}}", "10")["pred"] == "10"
+    assert score("\\boxed{\\dfrac{1}{2}}", "7")["pred"] == "\\frac{1}{2}"
+    assert score("no answer", "7")["pred"] == ""
+
+
 def test_non_utf8_text_is_scored_not_rejected():
     assert to_text(b"\xff\xfe 12") == "\ufffd\ufffd 12"
     assert score(b"\xff\xfe\xc3 therefore \\boxed{12}", "12")["score"] == 1.0
