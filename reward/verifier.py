@@ -10,7 +10,7 @@ and 'fork' inside a threaded Ray worker can copy held locks.
 Design: each calling process keeps a small pool of persistent worker processes
 (`verifier_worker.py`, started with `subprocess` from its file path and fed JSON lines). A call
 checks out an idle worker, sends the two answers with the seconds it has left, and waits on the
-pipe with `select`. The worker interrupts itself at that time (SIGALRM in its own main thread);
+pipe with `poll`. The worker interrupts itself at that time (SIGALRM in its own main thread);
 if no answer comes within `KILL_GRACE_S` more, the caller kills it, starts a replacement at once
 (so its imports overlap with whatever comes next) and reports a timeout. A call therefore returns
 within its timeout + `KILL_GRACE_S`, except the first one that needs math-verify in a process,
@@ -67,12 +67,14 @@ class _WorkerProcess:
     def _read_message(self, deadline: float) -> dict | None:
         """The next JSON line, or None if it has not arrived by `deadline` (time.monotonic)."""
         stdout = self.process.stdout.fileno()
+        # poll, not select: select fails on descriptors above 1024, common in a busy Ray worker.
+        poller = select.poll()
+        poller.register(stdout, select.POLLIN)
         while b"\n" not in self._unread:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
-            readable, _, _ = select.select([stdout], [], [], remaining)
-            if readable:
+            if poller.poll(remaining * 1000):
                 chunk = os.read(stdout, 1 << 16)
                 if not chunk:
                     raise _WorkerDied

@@ -318,6 +318,28 @@ def test_works_from_a_script_without_main_guard(tmp_path):
     assert json.loads(completed.stdout.strip().splitlines()[-1]) == ["math_verify_equal", "math_verify_equal"]
 
 
+def test_works_with_more_than_1024_open_files(tmp_path):
+    """Ray workers hold many sockets: the verifier's pipe may get a descriptor above select()'s limit."""
+    script = tmp_path / "many_files.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import os, resource
+            soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4096)), hard))
+            held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+            from recipe_tapo.reward.math_reward import compute_score
+            print(compute_score("x", "\\\\boxed{\\\\sqrt{8}}", "2\\\\sqrt{2}")["reason"])
+            """
+        )
+    )
+    completed = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=90)
+    if "Too many open files" in completed.stderr:
+        pytest.skip("the hard limit on open files is below 1100 here")
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == "math_verify_equal"
+
+
 @pytest.mark.parametrize("path", ["pkg://recipe_tapo.reward.math_reward", "reward/math_reward.py"])
 def test_verl_loads_it_as_custom_reward_function(path):
     from omegaconf import OmegaConf
