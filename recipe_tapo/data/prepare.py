@@ -7,8 +7,8 @@
 Sources: see `recipe_tapo.data.sources.SOURCES`. Without --local a source is loaded from the Hugging
 Face hub with `datasets.load_dataset`; --local takes a .parquet, .jsonl or .json file (a list of
 records) or a folder written by `Dataset.save_to_disk`. Under --out-dir, training sources are
-written to `<source>_train.parquet` and benchmarks to `<source>.parquet`. Skipped records are counted per reason and printed;
-a source that yields no row fails the command (exit status 1).
+written to `<source>_train.parquet` and benchmarks to `<source>.parquet`. Skipped records are
+counted per reason and printed; a source that yields no row fails the command (exit status 1).
 """
 
 import argparse
