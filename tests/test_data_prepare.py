@@ -256,7 +256,9 @@ def test_all_sources_from_the_hub(tmp_path, monkeypatch, capsys):
         "AIME2025-II-1",
     ]
     printed = capsys.readouterr().out
-    assert "deepscaler: read 5, kept 2, skipped 3 (duplicate_problem: 1, empty_problem: 1, missing_answer: 1)" in printed
+    assert (
+        "deepscaler: read 5, kept 2, skipped 3 (duplicate_problem: 1, empty_problem: 1, missing_answer: 1)" in printed
+    )
 
 
 def test_limit_keeps_the_first_rows(tmp_path):

@@ -311,9 +311,7 @@ def test_works_from_a_script_without_main_guard(tmp_path):
             """
         )
     )
-    completed = subprocess.run(
-        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=90
-    )
+    completed = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=90)
     assert completed.returncode == 0, completed.stderr
     assert json.loads(completed.stdout.strip().splitlines()[-1]) == ["math_verify_equal", "math_verify_equal"]
 
@@ -353,7 +351,9 @@ def test_verl_loads_it_as_custom_reward_function(path):
     )
     reward_fn = get_custom_reward_fn(config)
     for data_source in ["deepscaler", "dapo_math_17k", "math500", "aime2024", "aime2025", "hmmt2025"]:
-        result = reward_fn(data_source=data_source, solution_str="\\boxed{\\dfrac{1}{2}}", ground_truth="0.5", extra_info={})
+        result = reward_fn(
+            data_source=data_source, solution_str="\\boxed{\\dfrac{1}{2}}", ground_truth="0.5", extra_info={}
+        )
         assert result["score"] == 1.0, data_source
 
 
@@ -406,4 +406,9 @@ def test_verl_naive_reward_manager_scores_through_it(tapo_tokenizer):
     manager = NaiveRewardManager(OmegaConf.create({}), tapo_tokenizer, compute_score)
     output = manager.loop.run_until_complete(manager.run_single(data))
     assert output["reward_score"] == 1.0
-    assert output["reward_extra_info"] == {"score": 1.0, "acc": True, "pred": "\\sqrt{2}/2", "reason": "math_verify_equal"}
+    assert output["reward_extra_info"] == {
+        "score": 1.0,
+        "acc": True,
+        "pred": "\\sqrt{2}/2",
+        "reason": "math_verify_equal",
+    }

@@ -79,7 +79,9 @@ def default_file_name(spec: SourceSpec) -> str:
     return f"{spec.name}_train.parquet" if spec.split == "train" else f"{spec.name}.parquet"
 
 
-def prepare_source(spec: SourceSpec, out_path: str, local_path: str | None = None, limit: int | None = None) -> Conversion:
+def prepare_source(
+    spec: SourceSpec, out_path: str, local_path: str | None = None, limit: int | None = None
+) -> Conversion:
     """Load, convert and write one source; prints its summary. Writes nothing if no row is kept."""
     conversion = convert_records(spec, load_records(spec, local_path), limit=limit)
     print(conversion.summary(spec.name), flush=True)

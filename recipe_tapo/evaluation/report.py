@@ -48,7 +48,9 @@ def _percent(value: float | None) -> float | None:
 def our_metrics(metrics: BenchmarkMetrics) -> dict[str, float | None]:
     """Metric name -> percent, named like PAPER_RESULTS ("pass@1", "dsr", ...)."""
     named = {f"pass@{k}": _percent(rate) for k, rate in metrics.pass_at_k.items()}
-    named.update(dsr=_percent(metrics.dsr), err=_percent(metrics.err), reflection_rate=_percent(metrics.reflection_rate))
+    named.update(
+        dsr=_percent(metrics.dsr), err=_percent(metrics.err), reflection_rate=_percent(metrics.reflection_rate)
+    )
     return named
 
 
