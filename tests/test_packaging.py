@@ -36,12 +36,20 @@ def test_configs_and_prompts_ship_with_the_package():
 
 def test_wheel_ships_every_module_and_config(tmp_path):
     """A regular (non-editable) install must carry every sub-package of the mapped folders."""
+    import shutil
     import subprocess
     import sys
     import zipfile
 
+    # Build from a copy: setuptools leaves a build/ folder in the source tree.
+    source = tmp_path / "source"
+    source.mkdir()
+    shutil.copy(os.path.join(REPO_ROOT, "setup.py"), source)
+    for folder in ("recipe_tapo", "workers", "reward", "config"):
+        shutil.copytree(os.path.join(REPO_ROOT, folder), source / folder,
+                        ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                    "-w", str(tmp_path), REPO_ROOT], check=True, timeout=300, capture_output=True)
+                    "-w", str(tmp_path), str(source)], check=True, timeout=300, capture_output=True)
     (wheel,) = tmp_path.glob("tapo_verl-*.whl")
     shipped = set(zipfile.ZipFile(wheel).namelist())
     expected = set()
