@@ -7,7 +7,8 @@ run through verl's real trainer. This module builds, into one folder:
   ``AutoModelForCausalLM``): a byte-level BPE tokenizer trained from scratch on synthetic arithmetic
   text, with a ChatML chat template (eos ``<|im_end|>``, pad ``<|endoftext|>``) like Qwen2.5's, and a
   randomly initialised 2-layer Qwen2 model (about 0.1M parameters);
-- ``data/train.parquet`` and ``data/val.parquet``: arithmetic questions in verl's row format.
+- ``data/train.parquet`` and ``data/val.parquet``: arithmetic questions in the recipe's verl row
+  layout (`recipe_tapo.data.rows`), the same as the real datasets'.
 
 Everything is seeded: two builds give identical files.
 
@@ -18,6 +19,8 @@ import argparse
 import os
 import random
 
+from recipe_tapo.data.rows import build_prompt, make_row
+
 CHATML_TEMPLATE = (
     "{% for message in messages %}"
     "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
@@ -26,7 +29,6 @@ CHATML_TEMPLATE = (
 )
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 TINY_DATA_SOURCE = "tiny_arithmetic"
-ANSWER_INSTRUCTION = "Let's think step by step and output the final answer within \\boxed{}."
 
 
 def arithmetic_question(rng: random.Random) -> tuple[str, str]:
@@ -42,7 +44,7 @@ def _tokenizer_corpus(seed: int, size: int) -> list[str]:
     lines = []
     for _ in range(size):
         question, answer = arithmetic_question(rng)
-        lines.append(f"{question} {ANSWER_INSTRUCTION}")
+        lines.append(build_prompt(question)[0]["content"])
         lines.append(f"First, compute the value step by step.\nWait, let me check: the answer is \\boxed{{{answer}}}.")
     lines.append("<analysis> The first error is here. </analysis> <reconstruction> Correct: </reconstruction>")
     return lines
@@ -119,15 +121,7 @@ def build_dataset(out_dir: str, num_train: int = 64, num_val: int = 16, seed: in
         rows = []
         for index in range(count):
             question, answer = arithmetic_question(rng)
-            rows.append(
-                {
-                    "data_source": TINY_DATA_SOURCE,
-                    "prompt": [{"role": "user", "content": f"{question} {ANSWER_INSTRUCTION}"}],
-                    "ability": "math",
-                    "reward_model": {"style": "rule", "ground_truth": answer},
-                    "extra_info": {"index": index, "split": split},
-                }
-            )
+            rows.append(make_row(TINY_DATA_SOURCE, question, answer, split, index, source_id=f"{split}-{index}"))
         paths[split] = os.path.join(out_dir, f"{split}.parquet")
         pd.DataFrame(rows).to_parquet(paths[split], index=False)
     return paths
