@@ -1,0 +1,88 @@
+"""Keep the training problems in the starting model's "zone of proximal development".
+
+Each problem is answered K times by the starting model and scored by the math reward; problems
+solved between `--min-correct` and `--max-correct` times are kept (paper: 1 to 7 of 8; about 16k of
+DeepScaleR remain for its model).
+
+    python -m recipe_tapo.data.difficulty_filter --model MODEL --input deepscaler_train.parquet \
+        --output deepscaler_zpd.parquet [--k 8 --min-correct 1 --max-correct 7]
+
+Writes the kept rows unchanged (same schema as the input) and, beside them, `<output>.counts.jsonl`
+with every problem's correct count, so other bounds can be applied later without sampling again.
+Generation uses vLLM on a GPU machine and the recipe's hf engine on CPU (`--backend`).
+"""
+
+import argparse
+import json
+import sys
+from collections import Counter
+
+from recipe_tapo.evaluation.sampling import ScoredRow, sample_and_score
+from recipe_tapo.generation import BACKENDS, SamplingSettings, make_generator
+
+
+def within_bounds(scored: list[ScoredRow], min_correct: int, max_correct: int) -> list[ScoredRow]:
+    """The rows whose correct count lies in [min_correct, max_correct]."""
+    return [row for row in scored if min_correct <= row.num_correct <= max_correct]
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="the starting model (HF folder or id)")
+    parser.add_argument("--input", required=True, help="training parquet in verl's row format")
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--k", type=int, default=8, help="samples per problem")
+    parser.add_argument("--min-correct", type=int, default=1)
+    parser.add_argument("--max-correct", type=int, default=7)
+    parser.add_argument("--temperature", type=float, default=1.0, help="as in the RL rollout")
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--max-new-tokens", type=int, default=3072)
+    parser.add_argument("--max-prompt-tokens", type=int, default=None, help="longer prompts are skipped and counted")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--limit", type=int, default=None, help="first N problems (smoke runs)")
+    parser.add_argument("--backend", choices=BACKENDS, default="auto")
+    parser.add_argument("--tensor-parallel-size", type=int, default=1, help="vLLM only")
+    parser.add_argument("--gpu-memory-utilization", type=float, default=0.85, help="vLLM only")
+    args = parser.parse_args(argv)
+    if not 0 <= args.min_correct <= args.max_correct <= args.k:
+        parser.error(f"need 0 <= --min-correct <= --max-correct <= --k, got {args.min_correct}, "
+                     f"{args.max_correct}, {args.k}")
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    import pandas as pd
+    from transformers import AutoTokenizer
+
+    table = pd.read_parquet(args.input).iloc[: args.limit]
+    rows = table.to_dict(orient="records")
+    print(f"[filter] {args.input}: {len(rows)} problems, {args.k} samples each", file=sys.stderr)
+    settings = SamplingSettings(n=args.k, temperature=args.temperature, top_p=args.top_p,
+                                max_new_tokens=args.max_new_tokens, seed=args.seed)
+    generator = make_generator(args.model, args.backend, tensor_parallel_size=args.tensor_parallel_size,
+                               gpu_memory_utilization=args.gpu_memory_utilization, seed=args.seed)
+    outcome = sample_and_score(rows, AutoTokenizer.from_pretrained(args.model), generator, settings,
+                               max_prompt_tokens=args.max_prompt_tokens)
+
+    kept = within_bounds(outcome.scored, args.min_correct, args.max_correct)
+    table.iloc[[row.row_index for row in kept]].to_parquet(args.output, index=False)
+    with open(f"{args.output}.counts.jsonl", "w", encoding="utf-8") as counts_file:
+        for row in outcome.scored:
+            counts_file.write(json.dumps({"problem_id": row.problem_id, "row": row.row_index,
+                                          "correct": row.num_correct, "samples": len(row.correct)}) + "\n")
+    histogram = Counter(row.num_correct for row in outcome.scored)
+    summary = {
+        "problems": len(rows),
+        "scored": len(outcome.scored),
+        "kept": len(kept),
+        "skipped": dict(outcome.skipped),
+        "correct_count_histogram": {str(c): histogram[c] for c in range(args.k + 1)},
+    }
+    print(f"[filter] kept {len(kept)} of {len(rows)} ({args.min_correct}..{args.max_correct} of {args.k} correct); "
+          f"{json.dumps(summary)}", file=sys.stderr)
+    return summary
+
+
+if __name__ == "__main__":
+    main()

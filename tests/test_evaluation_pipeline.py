@@ -1,0 +1,106 @@
+"""Sampling + scoring for evaluation and the difficulty filter, with scripted and with tiny-model generators."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from recipe_tapo.data import difficulty_filter
+from recipe_tapo.data.rows import make_row
+from recipe_tapo.evaluation import evaluate
+from recipe_tapo.evaluation.sampling import sample_and_score
+from recipe_tapo.generation import SamplingSettings
+
+
+class ScriptedGenerator:
+    """Returns fixed responses per prompt position, as token ids, like a real backend."""
+
+    def __init__(self, tokenizer, responses_per_prompt):
+        self.tokenizer = tokenizer
+        self.responses = responses_per_prompt
+
+    def generate(self, prompt_ids, settings):
+        assert len(prompt_ids) == len(self.responses)
+        return [[self.tokenizer.encode(text, add_special_tokens=False) for text in texts[: settings.n]]
+                for texts in self.responses]
+
+
+@pytest.fixture(scope="module")
+def tiny_assets(tmp_path_factory):
+    from recipe_tapo.tiny_assets import build_all
+
+    return build_all(str(tmp_path_factory.mktemp("tiny")))
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_assets):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_assets["model"])
+
+
+def test_responses_are_scored_by_the_math_reward_and_bad_rows_skipped(tokenizer):
+    rows = [
+        make_row("aime2024", "What is 3 + 4?", "7", "test", 0, "p0"),
+        {**make_row("aime2024", "Broken", "1", "test", 1, "p1"), "prompt": "not a chat"},
+        {**make_row("aime2024", "No answer", "1", "test", 2, "p2"), "reward_model": {"ground_truth": " "}},
+        make_row("aime2024", "What is 1/2 + 1/4?", "\\frac{3}{4}", "test", 3, "p3"),
+        make_row("aime2024", "x" * 400, "1", "test", 4, "p4"),
+    ]
+    generator = ScriptedGenerator(tokenizer, [
+        ["So \\boxed{7}.", "\\boxed{8}", "wait, it is \\boxed{7}"],
+        ["\\boxed{0.75}", "\\boxed{3/4}", "no answer"],
+    ])
+    outcome = sample_and_score(rows, tokenizer, generator, SamplingSettings(n=3), max_prompt_tokens=300)
+    assert dict(outcome.skipped) == {"malformed_prompt": 1, "missing_ground_truth": 1, "prompt_too_long": 1}
+    assert [(r.problem_id, r.correct) for r in outcome.scored] == [
+        ("p0", [True, False, True]),
+        ("p3", [True, True, False]),
+    ]
+
+
+def test_filter_keeps_problems_within_the_bounds(tokenizer, tiny_assets, tmp_path, monkeypatch):
+    rows = [make_row("deepscaler", f"What is {i} + {i}?", str(2 * i), "train", i, f"d{i}") for i in range(3)]
+    source = tmp_path / "train.parquet"
+    pd.DataFrame(rows).to_parquet(source, index=False)
+    # Problem 0: 0 of 4 right, problem 1: 2 of 4, problem 2: 4 of 4.
+    scripted = [["\\boxed{1}"] * 4, ["\\boxed{2}", "\\boxed{2}", "\\boxed{5}", "x"], ["\\boxed{4}"] * 4]
+    monkeypatch.setattr(difficulty_filter, "make_generator", lambda *a, **k: ScriptedGenerator(tokenizer, scripted))
+    out = tmp_path / "zpd.parquet"
+    summary = difficulty_filter.main(["--model", tiny_assets["model"], "--input", str(source), "--output", str(out),
+                                      "--k", "4", "--min-correct", "1", "--max-correct", "3"])
+    kept = pd.read_parquet(out)
+    assert kept["extra_info"].map(lambda e: e["source_id"]).tolist() == ["d1"]
+    assert list(kept.columns) == list(pd.read_parquet(source).columns)
+    assert summary["correct_count_histogram"] == {"0": 1, "1": 0, "2": 1, "3": 0, "4": 1}
+    counts = [json.loads(line) for line in open(f"{out}.counts.jsonl")]
+    assert [c["correct"] for c in counts] == [0, 2, 4]
+
+
+def test_filter_refuses_impossible_bounds(tiny_assets, tmp_path):
+    with pytest.raises(SystemExit):
+        difficulty_filter.main(["--model", tiny_assets["model"], "--input", "x", "--output", "y",
+                                "--k", "8", "--min-correct", "5", "--max-correct", "9"])
+
+
+def test_filter_end_to_end_on_the_tiny_model(tiny_assets, tmp_path):
+    out = tmp_path / "kept.parquet"
+    summary = difficulty_filter.main(["--model", tiny_assets["model"], "--input", tiny_assets["train"],
+                                      "--output", str(out), "--k", "2", "--min-correct", "0", "--max-correct", "2",
+                                      "--max-new-tokens", "4", "--limit", "3", "--backend", "hf"])
+    assert summary["scored"] == 3 and summary["kept"] == 3
+    assert len(pd.read_parquet(out)) == 3
+
+
+def test_evaluate_end_to_end_on_the_tiny_model(tiny_assets, tmp_path):
+    report = evaluate.main(["--model", tiny_assets["model"], "--data", tiny_assets["val"], "--out-dir", str(tmp_path),
+                            "--n", "4", "--k", "1", "2", "4", "--max-new-tokens", "6", "--limit", "3",
+                            "--backend", "hf"])
+    saved = json.loads((tmp_path / "eval_results.json").read_text())
+    assert saved == json.loads(json.dumps(report))
+    metrics = saved["benchmarks"]["tiny_arithmetic"]["metrics"]
+    assert set(metrics) >= {"pass@1", "pass@2", "pass@4", "dsr", "err"}
+    assert 0.0 <= metrics["pass@1"] <= metrics["pass@2"] <= metrics["pass@4"] <= 100.0
+    samples = [json.loads(line) for line in open(tmp_path / "samples.jsonl")]
+    assert len(samples) == 12 and {s["benchmark"] for s in samples} == {"tiny_arithmetic"}
+    assert "| tiny_arithmetic |" in (tmp_path / "eval_results.md").read_text()
