@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from verl_run import run_logged, step_metrics
+from verl_run import run_logged, step_metrics, training_steps
 
 pytestmark = pytest.mark.slow
 
@@ -19,7 +19,7 @@ def two_step_run(tmp_path_factory):
         timeout_s=900,
         env={"TINY_DIR": str(tmp / "tiny"), "STEPS": "2"},
     )
-    return log, step_metrics(log)
+    return log, training_steps(log)
 
 
 def test_runs_two_steps_and_updates_the_policy(two_step_run):
@@ -28,6 +28,13 @@ def test_runs_two_steps_and_updates_the_policy(two_step_run):
     assert steps[2]["actor/grad_norm"] > 0
     # The tiny reward splits groups, so GRPO has non-zero advantages to learn from.
     assert steps[1]["critic/advantages/max"] > 0
+
+
+def test_validates_before_training_and_at_the_end(two_step_run):
+    log, _ = two_step_run
+    every_step = step_metrics(log)
+    assert 0.0 <= every_step[0]["val-core/tiny_arithmetic/acc/mean@1"] <= 1.0  # before training
+    assert 0.0 <= every_step[2]["val-core/tiny_arithmetic/acc/mean@1"] <= 1.0
 
 
 def test_rollout_log_probs_follow_the_updated_actor(two_step_run):
@@ -47,7 +54,7 @@ def test_resumes_from_a_checkpoint_with_the_saved_policy_in_the_rollout(tmp_path
     assert (tmp_path / "tiny" / "checkpoints" / "global_step_1").is_dir()
 
     log = run_logged(args, str(tmp_path / "resumed.log"), timeout_s=900, env={**env, "STEPS": "2"})
-    steps = step_metrics(log)
+    steps = training_steps(log)
     assert "Resuming from" in log and sorted(steps) == [2]
     # The server starts from the base model: only a sync of the restored actor makes these agree.
     assert steps[2]["training/rollout_probs_diff_max"] < 1e-4

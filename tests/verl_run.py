@@ -63,3 +63,8 @@ def step_metrics(log_text: str) -> dict[int, dict[str, float]]:
                 continue
         steps[int(match.group(1))] = metrics
     return steps
+
+
+def training_steps(log_text: str) -> dict[int, dict[str, float]]:
+    """`step_metrics` of the steps that updated the actor (validation-only lines left out)."""
+    return {step: metrics for step, metrics in step_metrics(log_text).items() if "actor/grad_norm" in metrics}
