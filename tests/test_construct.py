@@ -101,7 +101,6 @@ def test_invalid_options_are_refused(tmp_path, tapo_tokenizer_dir):
 
 
 def test_reward_column_scores_the_trajectory(tmp_path, tapo_tokenizer_dir):
-    pytest.importorskip("recipe_tapo.reward.math_reward")
     lines = [_row(ground_truth="57"), _row(ground_truth="58"), _row(synthesis="", ground_truth="57")]
     _, sink, argv = _run(tmp_path, lines, "--tokenizer", tapo_tokenizer_dir, "--min-prefix-tokens", "1")
     assert main(argv) == 0
