@@ -113,3 +113,27 @@ def make_generator(model_path: str, backend: str = "auto", **vllm_kwargs) -> Tex
     if resolve_backend(backend) == "vllm":
         return VLLMGenerator(model_path, **vllm_kwargs)
     return HFGenerator(model_path)
+
+
+def add_generation_arguments(parser, temperature: float, top_p: float) -> None:
+    """The sampling and backend options shared by the commands that generate (evaluate, filter)."""
+    parser.add_argument("--temperature", type=float, default=temperature)
+    parser.add_argument("--top-p", type=float, default=top_p)
+    parser.add_argument("--max-new-tokens", type=int, default=3072)
+    parser.add_argument("--max-prompt-tokens", type=int, default=None, help="longer prompts are skipped and counted")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--limit", type=int, default=None, help="first N problems of each file (smoke runs)")
+    parser.add_argument("--backend", choices=BACKENDS, default="auto", help="auto: vllm on a GPU machine, else hf")
+    parser.add_argument("--tensor-parallel-size", type=int, default=1, help="vLLM only")
+    parser.add_argument("--gpu-memory-utilization", type=float, default=0.85, help="vLLM only")
+
+
+def generator_from_args(model_path: str, args) -> TextGenerator:
+    """`make_generator` configured by the options of `add_generation_arguments`."""
+    return make_generator(model_path, args.backend, tensor_parallel_size=args.tensor_parallel_size,
+                          gpu_memory_utilization=args.gpu_memory_utilization, seed=args.seed)
+
+
+def settings_from_args(n: int, args) -> SamplingSettings:
+    return SamplingSettings(n=n, temperature=args.temperature, top_p=args.top_p,
+                            max_new_tokens=args.max_new_tokens, seed=args.seed)

@@ -65,7 +65,7 @@ def test_filter_keeps_problems_within_the_bounds(tokenizer, tiny_assets, tmp_pat
     pd.DataFrame(rows).to_parquet(source, index=False)
     # Problem 0: 0 of 4 right, problem 1: 2 of 4, problem 2: 4 of 4.
     scripted = [["\\boxed{1}"] * 4, ["\\boxed{2}", "\\boxed{2}", "\\boxed{5}", "x"], ["\\boxed{4}"] * 4]
-    monkeypatch.setattr(difficulty_filter, "make_generator", lambda *a, **k: ScriptedGenerator(tokenizer, scripted))
+    monkeypatch.setattr(difficulty_filter, "generator_from_args", lambda *a: ScriptedGenerator(tokenizer, scripted))
     out = tmp_path / "zpd.parquet"
     summary = difficulty_filter.main(["--model", tiny_assets["model"], "--input", str(source), "--output", str(out),
                                       "--k", "4", "--min-correct", "1", "--max-correct", "3"])

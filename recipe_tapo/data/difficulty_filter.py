@@ -1,4 +1,4 @@
-"""Keep the training problems in the starting model's "zone of proximal development".
+r"""Keep the training problems in the starting model's "zone of proximal development".
 
 Each problem is answered K times by the starting model and scored by the math reward; problems
 solved between `--min-correct` and `--max-correct` times are kept (paper: 1 to 7 of 8; about 16k of
@@ -18,7 +18,7 @@ import sys
 from collections import Counter
 
 from recipe_tapo.evaluation.sampling import ScoredRow, sample_and_score
-from recipe_tapo.generation import BACKENDS, SamplingSettings, make_generator
+from recipe_tapo.generation import add_generation_arguments, generator_from_args, settings_from_args
 
 
 def within_bounds(scored: list[ScoredRow], min_correct: int, max_correct: int) -> list[ScoredRow]:
@@ -34,15 +34,8 @@ def parse_args(argv=None):
     parser.add_argument("--k", type=int, default=8, help="samples per problem")
     parser.add_argument("--min-correct", type=int, default=1)
     parser.add_argument("--max-correct", type=int, default=7)
-    parser.add_argument("--temperature", type=float, default=1.0, help="as in the RL rollout")
-    parser.add_argument("--top-p", type=float, default=1.0)
-    parser.add_argument("--max-new-tokens", type=int, default=3072)
-    parser.add_argument("--max-prompt-tokens", type=int, default=None, help="longer prompts are skipped and counted")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--limit", type=int, default=None, help="first N problems (smoke runs)")
-    parser.add_argument("--backend", choices=BACKENDS, default="auto")
-    parser.add_argument("--tensor-parallel-size", type=int, default=1, help="vLLM only")
-    parser.add_argument("--gpu-memory-utilization", type=float, default=0.85, help="vLLM only")
+    # Sample as the RL rollout does (temperature 1, no nucleus cut).
+    add_generation_arguments(parser, temperature=1.0, top_p=1.0)
     args = parser.parse_args(argv)
     if not 0 <= args.min_correct <= args.max_correct <= args.k:
         parser.error(f"need 0 <= --min-correct <= --max-correct <= --k, got {args.min_correct}, "
@@ -58,12 +51,8 @@ def main(argv=None) -> dict:
     table = pd.read_parquet(args.input).iloc[: args.limit]
     rows = table.to_dict(orient="records")
     print(f"[filter] {args.input}: {len(rows)} problems, {args.k} samples each", file=sys.stderr)
-    settings = SamplingSettings(n=args.k, temperature=args.temperature, top_p=args.top_p,
-                                max_new_tokens=args.max_new_tokens, seed=args.seed)
-    generator = make_generator(args.model, args.backend, tensor_parallel_size=args.tensor_parallel_size,
-                               gpu_memory_utilization=args.gpu_memory_utilization, seed=args.seed)
-    outcome = sample_and_score(rows, AutoTokenizer.from_pretrained(args.model), generator, settings,
-                               max_prompt_tokens=args.max_prompt_tokens)
+    outcome = sample_and_score(rows, AutoTokenizer.from_pretrained(args.model), generator_from_args(args.model, args),
+                               settings_from_args(args.k, args), max_prompt_tokens=args.max_prompt_tokens)
 
     kept = within_bounds(outcome.scored, args.min_correct, args.max_correct)
     table.iloc[[row.row_index for row in kept]].to_parquet(args.output, index=False)

@@ -1,4 +1,4 @@
-"""Evaluate a checkpoint on benchmark files: Pass@1, Pass@k, DSR and ERR beside the paper's numbers.
+r"""Evaluate a checkpoint on benchmark files: Pass@1, Pass@k, DSR and ERR beside the paper's numbers.
 
     python -m recipe_tapo.evaluation.evaluate --model CKPT_HF_DIR \
         --data $DATA_DIR/aime2024.parquet $DATA_DIR/aime2025.parquet $DATA_DIR/hmmt2025.parquet \
@@ -19,7 +19,7 @@ from collections import defaultdict
 from recipe_tapo.evaluation.metrics import ScoredSample, benchmark_metrics
 from recipe_tapo.evaluation.report import build_report, render_markdown, write_report
 from recipe_tapo.evaluation.sampling import load_rows, sample_and_score
-from recipe_tapo.generation import BACKENDS, SamplingSettings, make_generator
+from recipe_tapo.generation import add_generation_arguments, generator_from_args, settings_from_args
 
 
 def parse_args(argv=None):
@@ -28,16 +28,8 @@ def parse_args(argv=None):
     parser.add_argument("--data", nargs="+", required=True, help="benchmark parquet files in verl's row format")
     parser.add_argument("--out-dir", required=True)
     parser.add_argument("--n", type=int, default=16, help="samples per problem")
-    parser.add_argument("--temperature", type=float, default=0.6)
-    parser.add_argument("--top-p", type=float, default=0.95)
-    parser.add_argument("--max-new-tokens", type=int, default=3072)
-    parser.add_argument("--max-prompt-tokens", type=int, default=None, help="longer prompts are skipped and counted")
     parser.add_argument("--k", type=int, nargs="+", default=[1, 2, 4, 8, 16], help="Pass@k values")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--limit", type=int, default=None, help="first N problems of each file (smoke runs)")
-    parser.add_argument("--backend", choices=BACKENDS, default="auto")
-    parser.add_argument("--tensor-parallel-size", type=int, default=1, help="vLLM only")
-    parser.add_argument("--gpu-memory-utilization", type=float, default=0.85, help="vLLM only")
+    add_generation_arguments(parser, temperature=0.6, top_p=0.95)
     return parser.parse_args(argv)
 
 
@@ -45,8 +37,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     from transformers import AutoTokenizer
 
-    settings = SamplingSettings(n=args.n, temperature=args.temperature, top_p=args.top_p,
-                                max_new_tokens=args.max_new_tokens, seed=args.seed)
+    settings = settings_from_args(args.n, args)
     rows = []
     for path in args.data:
         file_rows = load_rows(path)[: args.limit]
@@ -54,10 +45,8 @@ def main(argv=None) -> dict:
         rows.extend(file_rows)
 
     tokenizer = AutoTokenizer.from_pretrained(args.model)
-    vllm_kwargs = {"tensor_parallel_size": args.tensor_parallel_size,
-                   "gpu_memory_utilization": args.gpu_memory_utilization, "seed": args.seed}
-    generator = make_generator(args.model, args.backend, **vllm_kwargs)
-    outcome = sample_and_score(rows, tokenizer, generator, settings, max_prompt_tokens=args.max_prompt_tokens)
+    outcome = sample_and_score(rows, tokenizer, generator_from_args(args.model, args), settings,
+                               max_prompt_tokens=args.max_prompt_tokens)
     for reason, count in sorted(outcome.skipped.items()):
         print(f"[evaluate] skipped {count} rows: {reason}", file=sys.stderr)
 
