@@ -58,3 +58,15 @@ def test_resumes_from_a_checkpoint_with_the_saved_policy_in_the_rollout(tmp_path
     assert "Resuming from" in log and sorted(steps) == [2]
     # The server starts from the base model: only a sync of the restored actor makes these agree.
     assert steps[2]["training/rollout_probs_diff_max"] < 1e-4
+
+
+def test_tapo_estimator_runs_inside_verls_trainer(tmp_path):
+    """`algorithm.adv_estimator=tapo` resolves in the trainer's Ray processes (the plugin loads
+    there) and, with no constructed rows, gives GRPO's signed group-normalised advantages."""
+    log = run_logged(
+        ["bash", "run_scripts/run_tapo_tiny_cpu.sh", "algorithm.adv_estimator=tapo", "trainer.val_before_train=false"],
+        str(tmp_path / "run.log"), timeout_s=900, env={"TINY_DIR": str(tmp_path / "tiny"), "STEPS": "1"},
+    )
+    step = training_steps(log)[1]
+    assert step["critic/advantages/max"] > 0 > step["critic/advantages/min"]
+    assert step["actor/grad_norm"] > 0
