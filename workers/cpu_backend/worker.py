@@ -20,17 +20,9 @@ from verl.workers.engine import EngineRegistry
 from verl.workers.engine.fsdp.transformer_impl import FSDPEngineWithLMHead, FSDPEngineWithValueHead
 from verl.workers.engine_workers import ActorRolloutRefWorker, TrainingWorker
 
-
-def _register_fsdp_engines_for_cpu() -> None:
-    registered = EngineRegistry._engines.get("language_model", {}).get("fsdp2", {})
-    if "cpu" in registered:
-        return
-    EngineRegistry.register(model_type="language_model", backend=["fsdp", "fsdp2"], device="cpu")(
-        FSDPEngineWithLMHead
-    )
-    EngineRegistry.register(model_type="value_model", backend=["fsdp", "fsdp2"], device="cpu")(
-        FSDPEngineWithValueHead
-    )
+# Once per process, on import: the registry refuses a second registration of the same key.
+EngineRegistry.register(model_type="language_model", backend=["fsdp", "fsdp2"], device="cpu")(FSDPEngineWithLMHead)
+EngineRegistry.register(model_type="value_model", backend=["fsdp", "fsdp2"], device="cpu")(FSDPEngineWithValueHead)
 
 
 def init_gloo_process_group() -> None:
@@ -51,7 +43,6 @@ def init_gloo_process_group() -> None:
 class GlooTrainingWorker(TrainingWorker):
     def __init__(self, config):
         init_gloo_process_group()
-        _register_fsdp_engines_for_cpu()
         super().__init__(config)
 
 
