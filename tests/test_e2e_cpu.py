@@ -1,6 +1,7 @@
-"""verl's real trainer (Ray, FSDP2, the hf rollout, weight sync) for 2 GRPO steps on CPU."""
+"""verl's real trainer (Ray, FSDP2, the hf rollout, weight sync) on CPU, and the reward inside Ray."""
 
-import os
+import json
+import sys
 
 import pytest
 
@@ -70,3 +71,12 @@ def test_tapo_estimator_runs_inside_verls_trainer(tmp_path):
     step = training_steps(log)[1]
     assert step["critic/advantages/max"] > 0 > step["critic/advantages/min"]
     assert step["actor/grad_norm"] > 0
+
+
+def test_reward_time_limit_holds_in_the_threads_of_a_ray_actor(tmp_path):
+    log = run_logged([sys.executable, "tests/scripts/reward_in_ray_actor.py"], str(tmp_path / "ray.log"), timeout_s=300)
+    results = json.loads(log.strip().splitlines()[-1])
+    assert results["equivalent"][:2] == ["math_verify_equal", 1.0]
+    for name in ("power tower", "nested braces"):
+        reason, score, seconds = results[name]
+        assert score == 0.0 and seconds < 2.0 + 2.0, (name, reason, seconds)
