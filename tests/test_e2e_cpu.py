@@ -79,4 +79,5 @@ def test_reward_time_limit_holds_in_the_threads_of_a_ray_actor(tmp_path):
     assert results["equivalent"][:2] == ["math_verify_equal", 1.0]
     for name in ("power tower", "nested braces"):
         reason, score, seconds = results[name]
-        assert score == 0.0 and seconds < 2.0 + 2.0, (name, reason, seconds)
+        # The limit, the kill grace, and slack for three concurrent calls sharing two verifier processes.
+        assert score == 0.0 and seconds < 2.0 + 3.0, (name, reason, seconds)
