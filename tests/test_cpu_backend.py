@@ -122,6 +122,30 @@ def test_generate_returns_tokens_with_their_log_probs(server):
         assert out.token_ids[-1] in server.sampler.stop_token_ids
 
 
+def test_samples_do_not_depend_on_the_order_requests_arrive_in(tiny_model_dir):
+    """The agent loop sends a group's requests concurrently: a seeded run must not depend on the order."""
+    from verl.workers.config import HFModelConfig, RolloutConfig
+
+    def fresh_server():
+        config = RolloutConfig(name="hf", prompt_length=16, response_length=8, temperature=1.0)
+        return HFGenerationServer(config, HFModelConfig(path=tiny_model_dir), replica_rank=0)
+
+    def samples(order):
+        server, out = fresh_server(), {"a": [], "b": []}
+        for name in order:
+            prompt = [5, 17, 42] if name == "a" else [9, 9, 3]
+            out[name].append(asyncio.run(server.generate(prompt, {}, request_id=name)).token_ids)
+        return out
+
+    first, second = samples("aabb"), samples("baba")
+    assert first == second
+    assert first["a"][0] != first["a"][1]  # the k-th sample of a prompt has its own stream
+    # A request's own seed (as vLLM takes it) decides its sample outright.
+    server = fresh_server()
+    seeded = [asyncio.run(server.generate([5, 17, 42], {"seed": 3}, request_id="s")).token_ids for _ in range(2)]
+    assert seeded[0] == seeded[1]
+
+
 def test_weight_sync_changes_what_the_server_generates(server):
     """load_weights replaces every parameter: log-probs then follow the new weights exactly."""
     prompt = [5, 17, 42, 9]

@@ -16,8 +16,9 @@ Written against verl 0.9.1 (`verl/workers/rollout/replica.py`, `.../vllm_rollout
 """
 
 import asyncio
-import logging
+import hashlib
 import os
+from collections import Counter
 from typing import Any, Generator, Optional
 
 import ray
@@ -29,8 +30,6 @@ from verl.workers.rollout.base import BaseRollout
 from verl.workers.rollout.replica import RolloutReplica, TokenOutput
 
 from recipe_tapo.workers.cpu_backend.hf_sampler import HFSampler, load_causal_lm, stop_token_ids_of
-
-logger = logging.getLogger(__name__)
 
 SERVER_NAME_PREFIX = "hf_"
 
@@ -72,15 +71,25 @@ class HFGenerationServer:
         self.config = config
         self.replica_rank = replica_rank
         self.model = load_causal_lm(model_config.local_path, model_config.trust_remote_code)
-        self.sampler = HFSampler(
-            self.model,
-            stop_token_ids_of(self.model.generation_config, model_config.tokenizer),
-            seed=int(getattr(config, "seed", 0) or 0) + replica_rank,
-        )
+        self.sampler = HFSampler(self.model, stop_token_ids_of(self.model.generation_config, model_config.tokenizer))
+        self.seed = int(getattr(config, "seed", 0) or 0) + replica_rank
+        self._draws_per_prompt: Counter[str] = Counter()
         # One request at a time: the model is shared and CPU generation gains little from overlap.
         self._lock = asyncio.Lock()
         self.global_steps: Optional[int] = None
         self.weight_version = 0
+
+    def request_generator(self, prompt_ids: list[int], sampling_params: dict[str, Any]) -> torch.Generator:
+        """The random stream of one request: the request's own `seed` if it sets one (as vLLM takes),
+        else the k-th stream of its prompt. Samples then do not depend on the order in which the
+        agent loop's concurrent requests arrive, so a seeded CPU run is reproducible."""
+        if sampling_params.get("seed") is not None:
+            return torch.Generator().manual_seed(int(sampling_params["seed"]))
+        prompt_key = hashlib.sha256(repr(prompt_ids).encode()).hexdigest()
+        draw = self._draws_per_prompt[prompt_key]
+        self._draws_per_prompt[prompt_key] += 1
+        stream = hashlib.sha256(f"{self.seed}:{prompt_key}:{draw}".encode()).digest()
+        return torch.Generator().manual_seed(int.from_bytes(stream[:8], "little"))
 
     async def generate(
         self,
@@ -105,9 +114,10 @@ class HFGenerationServer:
         top_p = float(params.get("top_p", 1.0))
         top_k = int(params.get("top_k", -1) or -1)
         ignore_eos = bool(params.get("ignore_eos", getattr(self.config, "ignore_eos", False)))
+        generator = self.request_generator(prompt_ids, params)
         async with self._lock:
             tokens, log_probs = await asyncio.to_thread(
-                self.sampler.sample, prompt_ids, max_new, temperature, top_p, top_k, ignore_eos
+                self.sampler.sample, prompt_ids, max_new, temperature, top_p, top_k, ignore_eos, generator
             )
         return TokenOutput(
             token_ids=tokens,

@@ -72,15 +72,20 @@ class HFSampler:
 
     @torch.no_grad()
     def sample(self, prompt_ids: list[int], max_new_tokens: int, temperature: float = 1.0, top_p: float = 1.0,
-               top_k: int = -1, ignore_eos: bool = False) -> tuple[list[int], list[float]]:
-        """Returns the response ids (ending with the stop token when one was sampled) and their log-probs."""
+               top_k: int = -1, ignore_eos: bool = False,
+               generator: Optional[torch.Generator] = None) -> tuple[list[int], list[float]]:
+        """Returns the response ids (ending with the stop token when one was sampled) and their log-probs.
+
+        `generator` draws this sample's randomness; default: the sampler's own, shared by its calls.
+        """
+        generator = generator or self.generator
         input_ids = torch.tensor([prompt_ids], dtype=torch.long)
         past: Optional[object] = None
         tokens, log_probs = [], []
         for _ in range(max_new_tokens):
             out = self.model(input_ids=input_ids, past_key_values=past, use_cache=True)
             past = out.past_key_values
-            token, log_prob = sample_next_token(out.logits[0, -1], temperature, top_p, top_k, self.generator)
+            token, log_prob = sample_next_token(out.logits[0, -1], temperature, top_p, top_k, generator)
             tokens.append(token)
             log_probs.append(log_prob)
             if token in self.stop_token_ids and not ignore_eos:
