@@ -10,9 +10,7 @@ from verl_run import run_logged, step_metrics, training_steps
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def two_step_run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("e2e")
+def _two_step_run(tmp):
     log = run_logged(
         # A learning rate large enough that a missed weight sync would show as a log-prob gap.
         ["bash", "run_scripts/run_tapo_tiny_cpu.sh", "actor_rollout_ref.actor.optim.lr=1e-2"],
@@ -23,12 +21,28 @@ def two_step_run(tmp_path_factory):
     return log, training_steps(log)
 
 
+@pytest.fixture(scope="module")
+def two_step_run(tmp_path_factory):
+    return _two_step_run(tmp_path_factory.mktemp("e2e"))
+
+
 def test_runs_two_steps_and_updates_the_policy(two_step_run):
     _, steps = two_step_run
     assert sorted(steps) == [1, 2]
     assert steps[2]["actor/grad_norm"] > 0
     # The tiny reward splits groups, so GRPO has non-zero advantages to learn from.
     assert steps[1]["critic/advantages/max"] > 0
+
+
+def test_a_seeded_run_is_reproducible(two_step_run, tmp_path):
+    """Same seed, same samples and rewards: the hf server's random streams do not depend on the
+    order in which the agent loop's concurrent requests arrive."""
+    _, first = two_step_run
+    _, again = _two_step_run(tmp_path)
+    for step in (1, 2):
+        for key in ("critic/score/mean", "response_length/mean", "critic/advantages/max"):
+            assert again[step][key] == first[step][key], (step, key)
+        assert again[step]["actor/grad_norm"] == pytest.approx(first[step]["actor/grad_norm"], rel=1e-5)
 
 
 def test_validates_before_training_and_at_the_end(two_step_run):
