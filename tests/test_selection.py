@@ -121,7 +121,8 @@ def test_the_draw_of_a_seed_is_pinned():
     # Reproducibility across releases: numpy's PCG64 stream is stable, so this draw must never change.
     uids = np.array(["q0"] * 8 + ["q1"] * 8, dtype=object)
     correct = np.array([1, 1, 0, 0, 0, 0, 0, 0] + [1, 0, 1, 0, 1, 0, 0, 0], dtype=bool)
-    pairs = [(pair.group_id, pair.wrong_row, pair.right_row) for pair in select_candidate_pairs(uids, correct, PAPER, 0)]
+    selected = select_candidate_pairs(uids, correct, PAPER, 0)
+    pairs = [(pair.group_id, pair.wrong_row, pair.right_row) for pair in selected]
     assert pairs == [
         ("q0", 3, 1), ("q0", 6, 0), ("q0", 4, 1), ("q0", 5, 0),
         ("q1", 9, 8), ("q1", 15, 12), ("q1", 13, 10), ("q1", 14, 8),
