@@ -96,3 +96,16 @@ def test_reward_time_limit_holds_in_the_threads_of_a_ray_actor(tmp_path):
         reason, score, seconds = results[name]
         # The limit, the kill grace, and slack for three concurrent calls sharing two verifier processes.
         assert score == 0.0 and seconds < 2.0 + 3.0, (name, reason, seconds)
+
+
+def test_two_fsdp_ranks_with_one_hf_server_each(tmp_path):
+    """Data parallel on CPU: two FSDP2 ranks over gloo, two rollout replicas, each synced."""
+    log = run_logged(
+        ["bash", "run_scripts/run_tapo_tiny_cpu.sh", "trainer.n_gpus_per_node=2", "ray_kwargs.ray_init.num_gpus=2",
+         "actor_rollout_ref.actor.optim.lr=1e-2", "trainer.val_before_train=false"],
+        str(tmp_path / "run.log"), timeout_s=900, env={"TINY_DIR": str(tmp_path / "tiny"), "STEPS": "2"},
+    )
+    assert "['hf_server_0_0', 'hf_server_1_0']" in log
+    step = training_steps(log)[2]
+    assert step["actor/grad_norm"] > 0
+    assert step["training/rollout_probs_diff_max"] < 1e-4

@@ -230,7 +230,6 @@ class HFServerAdapter(BaseRollout):
     async def release(self):
         return None
 
-    @torch.no_grad()
     async def update_weights(
         self,
         weights: Generator[tuple[str, torch.Tensor], None, None],
