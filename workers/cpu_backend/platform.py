@@ -21,10 +21,10 @@ PLATFORM_NAME = "cpu"
 
 
 def _cpu_device_module() -> SimpleNamespace:
-    """``torch.cpu`` plus the ``torch.cuda`` functions verl calls, as CPU no-ops or zeros.
+    """The ``torch.cuda`` functions verl 0.9.1 calls through ``get_torch_device()``, for the CPU.
 
-    verl calls ``get_torch_device().<fn>`` for memory accounting, streams and seeding; ``torch.cpu``
-    lacks most of them.
+    Streams come from ``torch.cpu``; memory accounting reports zeros (verl logs it, nothing
+    depends on it); cache, seeding per device and profiler calls are no-ops.
     """
     cpu = torch.cpu
 
@@ -41,26 +41,23 @@ def _cpu_device_module() -> SimpleNamespace:
         set_device=nothing,
         synchronize=nothing,
         empty_cache=nothing,
-        reset_peak_memory_stats=nothing,
         ipc_collect=nothing,
+        set_per_process_memory_fraction=nothing,
+        reset_peak_memory_stats=nothing,
+        reset_accumulated_memory_stats=nothing,
         memory_allocated=zero,
         max_memory_allocated=zero,
         memory_reserved=zero,
         max_memory_reserved=zero,
         mem_get_info=lambda *_a, **_k: (0, 0),
-        memory_stats=lambda *_a, **_k: {},
-        manual_seed=torch.manual_seed,
-        manual_seed_all=torch.manual_seed,
         get_rng_state=torch.get_rng_state,
         set_rng_state=torch.set_rng_state,
         current_stream=cpu.current_stream,
         stream=cpu.stream,
         Stream=cpu.Stream,
         Event=lambda *_a, **_k: SimpleNamespace(record=nothing, synchronize=nothing, wait=nothing),
-        is_bf16_supported=lambda *_a, **_k: True,
         get_device_name=lambda *_a, **_k: "cpu",
         get_device_properties=lambda *_a, **_k: SimpleNamespace(name="cpu", total_memory=0),
-        amp=torch.amp,
     )
 
 
