@@ -58,7 +58,6 @@ def test_rollout_log_probs_follow_the_updated_actor(two_step_run):
     # Without the sync, lr=1e-2 moves token probabilities by far more than this bound.
     assert steps[2]["training/rollout_probs_diff_valid"] == 1
     assert steps[2]["training/rollout_probs_diff_max"] < 1e-4
-    assert steps[2]["actor/ppo_kl"] == pytest.approx(0.0, abs=1e-6)
 
 
 
