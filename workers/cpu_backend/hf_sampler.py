@@ -7,6 +7,7 @@ Used by the rollout server (`hf_rollout.HFGenerationServer`) and by offline gene
 from typing import Optional
 
 import torch
+from transformers import TopKLogitsWarper, TopPLogitsWarper
 
 
 def sample_next_token(logits: torch.Tensor, temperature: float, top_p: float, top_k: int,
@@ -26,18 +27,14 @@ def sample_next_token(logits: torch.Tensor, temperature: float, top_p: float, to
     if temperature <= 0:
         token = int(torch.argmax(logits))
         return token, float(torch.log_softmax(logits.float(), dim=-1)[token])
-    log_probs = torch.log_softmax(logits.float() / temperature, dim=-1)
-    probs = log_probs.exp()
-    if top_k is not None and 0 < top_k < probs.numel():
-        kth = torch.topk(probs, top_k).values[-1]
-        probs = torch.where(probs >= kth, probs, torch.zeros_like(probs))
+    scaled = logits.float()[None] / temperature
+    log_probs = torch.log_softmax(scaled[0], dim=-1)
+    # transformers' own top-k / nucleus warpers: truncated tokens get -inf.
+    if top_k is not None and 0 < top_k < scaled.shape[-1]:
+        scaled = TopKLogitsWarper(top_k)(None, scaled)
     if top_p is not None and top_p < 1.0:
-        sorted_probs, order = torch.sort(probs, descending=True)
-        # Keep the smallest prefix whose mass reaches top_p (the first token always stays).
-        outside = torch.cumsum(sorted_probs, dim=-1) - sorted_probs >= top_p
-        sorted_probs[outside] = 0.0
-        probs = torch.zeros_like(probs).scatter(0, order, sorted_probs)
-    token = int(torch.multinomial(probs / probs.sum(), 1, generator=generator))
+        scaled = TopPLogitsWarper(top_p)(None, scaled)
+    token = int(torch.multinomial(torch.softmax(scaled[0], dim=-1), 1, generator=generator))
     return token, float(log_probs[token])
 
 
