@@ -12,6 +12,7 @@ training that silently learned nothing from the constructions.
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from collections.abc import Mapping
@@ -19,6 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 SYNTHESIS_MODES = ("verbatim", "anchor")
+PREFIX_ENDS = ("after_error", "before_error")
+# Every synthesis template, built-in or a user's own, must contain these.
+TEMPLATE_PLACEHOLDERS = ("question", "wrong_answer", "right_answer")
 KEEP_POLICIES = ("all", "correct_only")
 REF_GROUP_SCOPES = ("query", "batch")
 DEGENERATE_POLICIES = ("orig_baseline", "zero")
@@ -61,17 +65,33 @@ class SelectionConfig:
 
 @dataclass(frozen=True)
 class SynthesisConfig:
-    """Synthesis prompts (section 2 step 3; the "anchor" mode is section 9's cheaper variant)."""
+    """Synthesis prompts and their generation (section 2 step 3; "anchor" and `prefix_end` are
+    section 9's choices)."""
 
     mode: str = "verbatim"
+    # Where the kept part of the wrong answer ends: "after_error" keeps the step that holds the
+    # first error, so the reflection follows a mistake the text really made; "before_error" keeps
+    # the text up to (not including) that step.
+    prefix_end: str = "after_error"
+    # A user's own template file (e.g. a short one for a tiny model); None = the built-in template
+    # of `mode` and `prefix_end`. It must contain {{question}}, {{wrong_answer}} and {{right_answer}}.
+    template_path: str | None = None
     # Token budget of the whole synthesis prompt, chat template included. The rollout engine
     # left-truncates longer prompts, so a prompt is shortened (right answer first) or skipped.
     max_prompt_tokens: int = 16384
     # The right answer is never shortened below this many tokens; the pair is skipped instead.
     min_right_answer_tokens: int = 256
+    # Sampling of the synthesis generation.
+    temperature: float = 1.0
+    top_p: float = 1.0
+    # Generation budget of one synthesis output; in verbatim mode it must cover the re-emitted prefix.
+    max_new_tokens: int = 4096
+    # A synthesis round slower than this (seconds) is abandoned; the step then stays plain GRPO.
+    timeout_s: float = 600.0
 
     def __post_init__(self) -> None:
         _require_choice(self.mode, SYNTHESIS_MODES, "synthesis.mode")
+        _require_choice(self.prefix_end, PREFIX_ENDS, "synthesis.prefix_end")
         _require(
             self.max_prompt_tokens >= 1,
             f"tapo.synthesis.max_prompt_tokens must be >= 1, got {self.max_prompt_tokens}",
@@ -80,6 +100,28 @@ class SynthesisConfig:
             self.min_right_answer_tokens >= 0,
             f"tapo.synthesis.min_right_answer_tokens must be >= 0, got {self.min_right_answer_tokens}",
         )
+        _require(self.temperature >= 0.0, f"tapo.synthesis.temperature must be >= 0, got {self.temperature}")
+        _require(0.0 < self.top_p <= 1.0, f"tapo.synthesis.top_p must be in (0, 1], got {self.top_p}")
+        _require(
+            self.max_new_tokens >= 1, f"tapo.synthesis.max_new_tokens must be >= 1, got {self.max_new_tokens}"
+        )
+        _require(self.timeout_s > 0.0, f"tapo.synthesis.timeout_s must be > 0, got {self.timeout_s}")
+        if self.template_path is not None:
+            check_template_file(self.template_path)
+
+
+def check_template_file(path: str) -> str:
+    """The text of a user's template file (`tapo.synthesis.template_path`), or a clear ValueError."""
+    _require(bool(path), "tapo.synthesis.template_path must be null or a file name, got ''")
+    _require(os.path.isfile(path), f"tapo.synthesis.template_path: no such file {path!r}")
+    try:
+        with open(path, encoding="utf-8") as source:
+            template = source.read()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"tapo.synthesis.template_path: cannot read {path!r} as UTF-8 text: {error}") from error
+    missing = ["{{" + name + "}}" for name in TEMPLATE_PLACEHOLDERS if "{{" + name + "}}" not in template]
+    _require(not missing, f"tapo.synthesis.template_path: template {path!r} lacks the placeholders {missing}")
+    return template
 
 
 @dataclass(frozen=True)
@@ -97,6 +139,9 @@ class SplicingConfig:
     final_answer_marker: str = "\\boxed"
     # Longest trained response in tokens, EOS included; null = the trainer's data.max_response_length.
     max_response_length: int | None = None
+    # The paper's "full reconstruction" ablation: keep none of the wrong answer's ids; the trained
+    # response is the model's whole reconstruction, tokenised, + EOS (min_prefix_* do not apply).
+    full_reconstruction: bool = False
 
     def __post_init__(self) -> None:
         _require(
@@ -138,8 +183,12 @@ class AdvantageConfig:
     degenerate: str = "orig_baseline"
     # lambda in L = L_GRPO(G_orig) + lambda * L_ref(G_ref).
     ref_loss_weight: float = 1.0
-    # Added to the std, as verl's GRPO (compute_grpo_outcome_advantage's default).
+    # Added to G_ref's std only. G_orig always uses verl's GRPO epsilon (the estimator's `epsilon`
+    # argument, 1e-6 as compute_grpo_outcome_advantage), so original rows are exactly GRPO's.
     epsilon: float = 1e-6
+    # false = the DAE-off ablation: constructed rows join their source group's statistics (one
+    # GRPO normalisation over the union of a uid's original and constructed rows, for both).
+    decoupled: bool = True
 
     def __post_init__(self) -> None:
         _require_choice(self.ref_group_scope, REF_GROUP_SCOPES, "advantage.ref_group_scope")
@@ -169,6 +218,20 @@ class OtsConfig:
 
 
 @dataclass(frozen=True)
+class DumpConfig:
+    """Inspection dumps of the constructions (written by the trainer)."""
+
+    # Dump every N training steps; 0 = never.
+    every: int = 0
+    # Folder of the dumps; None = the trainer's default folder.
+    dir: str | None = None
+
+    def __post_init__(self) -> None:
+        _require(self.every >= 0, f"tapo.dump.every must be >= 0 (0 = off), got {self.every}")
+        _require(self.dir is None or bool(self.dir), "tapo.dump.dir must be null or a folder name, got ''")
+
+
+@dataclass(frozen=True)
 class TapoConfig:
     """The whole `tapo:` section. Build it with `from_dict` / `from_omegaconf` to reject typos."""
 
@@ -180,15 +243,39 @@ class TapoConfig:
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
     ots: OtsConfig = field(default_factory=OtsConfig)
+    dump: DumpConfig = field(default_factory=DumpConfig)
 
     def __post_init__(self) -> None:
+        # Anchor output holds only the correction, never a whole answer to train on its own.
+        _require(
+            not (self.splicing.full_reconstruction and self.synthesis.mode == "anchor"),
+            "tapo.splicing.full_reconstruction=true needs tapo.synthesis.mode=verbatim: anchor output "
+            "holds only the correction, not a whole answer to reconstruct",
+        )
+        # The refusals below concern G_ref, which exists only with decoupled advantages.
+        if not self.advantage.decoupled or self.advantage.degenerate != "zero":
+            return
+        never = "can never give a constructed row a non-zero advantage"
         # With a binary verifier, keeping only correct constructions makes every G_ref all-1s, so
         # every G_ref is degenerate (whatever its scope); "zero" then zeroes every constructed row.
         _require(
-            not (self.scoring.keep == "correct_only" and self.advantage.degenerate == "zero"),
-            "tapo.scoring.keep=correct_only with tapo.advantage.degenerate=zero can never give a "
-            "constructed row a non-zero advantage: every kept construction has the same reward, so "
-            "every G_ref is degenerate and is zeroed. Use degenerate=orig_baseline or keep=all.",
+            self.scoring.keep != "correct_only",
+            f"tapo.scoring.keep=correct_only with tapo.advantage.degenerate=zero {never}: every kept "
+            "construction has the same reward, so every G_ref is degenerate and is zeroed. "
+            "Use degenerate=orig_baseline or keep=all.",
+        )
+        # One construction per question: every per-question G_ref has a single row.
+        _require(
+            not (self.selection.m_max == 1 and self.advantage.ref_group_scope == "query"),
+            f"tapo.selection.m_max=1 with tapo.advantage.degenerate=zero and "
+            f"tapo.advantage.ref_group_scope=query {never}: every G_ref has one row and is zeroed. "
+            "Use degenerate=orig_baseline, ref_group_scope=batch or m_max >= 2.",
+        )
+        # One construction per step: every G_ref, per question or per batch, has a single row.
+        _require(
+            self.selection.max_pairs_per_step != 1,
+            f"tapo.selection.max_pairs_per_step=1 with tapo.advantage.degenerate=zero {never}: every "
+            "G_ref has one row and is zeroed. Use degenerate=orig_baseline or max_pairs_per_step >= 2.",
         )
 
     @classmethod

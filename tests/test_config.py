@@ -91,6 +91,16 @@ def test_unknown_keys_are_refused_by_name(values, key):
         ({"ots": {"enable": 1}}, "must be bool"),
         ({"synthesis": {"mode": None}}, "must not be null"),
         ({"selection": [1, 2]}, "tapo.selection must be a mapping"),
+        ({"synthesis": {"prefix_end": "at_error"}}, "tapo.synthesis.prefix_end must be one of"),
+        ({"synthesis": {"temperature": -0.1}}, "tapo.synthesis.temperature must be >= 0"),
+        ({"synthesis": {"top_p": 0.0}}, r"tapo.synthesis.top_p must be in \(0, 1\]"),
+        ({"synthesis": {"top_p": 1.5}}, r"tapo.synthesis.top_p must be in \(0, 1\]"),
+        ({"synthesis": {"max_new_tokens": 0}}, "tapo.synthesis.max_new_tokens must be >= 1"),
+        ({"synthesis": {"timeout_s": 0}}, "tapo.synthesis.timeout_s must be > 0"),
+        ({"advantage": {"decoupled": "no"}}, "tapo.advantage.decoupled must be bool"),
+        ({"splicing": {"full_reconstruction": 1}}, "tapo.splicing.full_reconstruction must be bool"),
+        ({"dump": {"every": -1}}, "tapo.dump.every must be >= 0"),
+        ({"dump": {"dir": ""}}, "tapo.dump.dir must be null or a folder name"),
     ],
 )
 def test_invalid_values_are_refused_with_a_clear_error(values, message):
@@ -108,3 +118,65 @@ def test_a_setting_that_can_never_give_a_constructed_advantage_is_refused(scope)
 def test_correct_only_with_the_orig_baseline_fallback_is_allowed():
     config = TapoConfig.from_dict({"scoring": {"keep": "correct_only"}})
     assert config.advantage.degenerate == "orig_baseline"
+
+
+def test_new_keys_have_their_documented_defaults():
+    config = TapoConfig()
+    assert config.synthesis.prefix_end == "after_error"
+    assert config.synthesis.template_path is None
+    assert (config.synthesis.temperature, config.synthesis.top_p) == (1.0, 1.0)
+    assert (config.synthesis.max_new_tokens, config.synthesis.timeout_s) == (4096, 600.0)
+    assert config.advantage.decoupled is True
+    assert config.splicing.full_reconstruction is False
+    assert (config.dump.every, config.dump.dir) == (0, None)
+
+
+@pytest.mark.parametrize("scope", ["query", "batch"])
+def test_one_pair_per_step_with_zeroed_degenerate_groups_is_refused(scope):
+    values = {"selection": {"max_pairs_per_step": 1}, "advantage": {"degenerate": "zero", "ref_group_scope": scope}}
+    with pytest.raises(ValueError, match="tapo.selection.max_pairs_per_step=1 with tapo.advantage.degenerate=zero"):
+        TapoConfig.from_dict(values)
+
+
+def test_one_construction_per_question_with_zeroed_per_question_groups_is_refused():
+    values = {"selection": {"m_max": 1}, "advantage": {"degenerate": "zero", "ref_group_scope": "query"}}
+    with pytest.raises(
+        ValueError,
+        match="tapo.selection.m_max=1 with tapo.advantage.degenerate=zero and tapo.advantage.ref_group_scope=query",
+    ):
+        TapoConfig.from_dict(values)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        # A batch-wide G_ref can hold several questions' single constructions.
+        {"selection": {"m_max": 1}, "advantage": {"degenerate": "zero", "ref_group_scope": "batch"}},
+        {"selection": {"m_max": 1, "max_pairs_per_step": 1}},  # orig_baseline gives a baseline
+        {"selection": {"max_pairs_per_step": 2}, "advantage": {"degenerate": "zero"}},
+        # Without DAE there is no G_ref: constructed rows are normalised with their source group.
+        {"selection": {"max_pairs_per_step": 1}, "advantage": {"degenerate": "zero", "decoupled": False}},
+        {"scoring": {"keep": "correct_only"}, "advantage": {"degenerate": "zero", "decoupled": False}},
+    ],
+)
+def test_settings_that_can_give_a_constructed_advantage_are_allowed(values):
+    TapoConfig.from_dict(values)
+
+
+def test_full_reconstruction_is_refused_with_anchor_mode():
+    with pytest.raises(ValueError, match="tapo.splicing.full_reconstruction=true needs tapo.synthesis.mode=verbatim"):
+        TapoConfig.from_dict({"splicing": {"full_reconstruction": True}, "synthesis": {"mode": "anchor"}})
+    assert TapoConfig.from_dict({"splicing": {"full_reconstruction": True}}).splicing.full_reconstruction
+
+
+def test_a_template_file_of_ones_own_is_checked_at_start_up(tmp_path):
+    missing = tmp_path / "nope.txt"
+    with pytest.raises(ValueError, match=f"tapo.synthesis.template_path: no such file '{missing}'"):
+        TapoConfig.from_dict({"synthesis": {"template_path": str(missing)}})
+    lacking = tmp_path / "short.txt"
+    lacking.write_text("Fix this: {{wrong_answer}}\nUsing: {{right_answer}}", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"tapo.synthesis.template_path: template .*short.txt.* lacks .*question"):
+        TapoConfig.from_dict({"synthesis": {"template_path": str(lacking)}})
+    good = tmp_path / "good.txt"
+    good.write_text("Q: {{question}}\nWrong: {{wrong_answer}}\nRight: {{right_answer}}", encoding="utf-8")
+    assert TapoConfig.from_dict({"synthesis": {"template_path": str(good)}}).synthesis.template_path == str(good)
