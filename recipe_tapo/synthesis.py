@@ -1,10 +1,17 @@
 """Synthesis prompts and the parsing of what the model writes back (TAPO_METHOD.md 2.3 and 9).
 
-The prompt templates live in `config/prompts/synthesis_<mode>.txt` (package `recipe_tapo.conf`):
-- "verbatim" (the paper's): the model answers `<analysis>` and `<reconstruction>`, the latter being
-  the wrong answer copied up to its first error, a correction transition and a corrected ending;
-- "anchor" (section 9, cheaper): the model answers `<analysis>`, `<anchor>` (a verbatim quote of
-  the first wrong step) and `<reconstruction>` (only the transition and the corrected ending).
+The prompt templates live in `config/prompts/` (package `recipe_tapo.conf`), one per synthesis
+mode and reading of where the kept prefix ends (`tapo.synthesis.prefix_end`, section 9):
+- `synthesis_verbatim.txt` (the paper's mode, default `after_error`): the model answers
+  `<analysis>` and `<reconstruction>`, the latter being the wrong answer copied up to and including
+  the step with its first error, a first-person reflection on that mistake and a corrected ending;
+- `synthesis_anchor.txt` (section 9, cheaper): the model answers `<analysis>`, `<anchor>` (a
+  verbatim quote of the whole step with the first error; y- is kept up to the quote's end) and
+  `<reconstruction>` (only the reflection and the corrected ending);
+- `synthesis_<mode>_before_error.txt`: the other reading, where the kept prefix ends where the
+  erroneous step begins (verbatim: copied up to, not including, the error; anchor: the quote is the
+  beginning of that step and y- is kept up to the quote's start).
+`tapo.synthesis.template_path` replaces the built-in template by a user's own file.
 
 Nothing here raises on model text: parsing returns the parts or one of `SynthesisFailure`'s reasons.
 """
@@ -18,10 +25,10 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from recipe_tapo.config import SYNTHESIS_MODES, SynthesisConfig
+from recipe_tapo.config import PREFIX_ENDS, SYNTHESIS_MODES, TEMPLATE_PLACEHOLDERS, SynthesisConfig, check_template_file
 
 TEMPLATE_PACKAGE = "recipe_tapo.conf"
-PLACEHOLDERS = ("question", "wrong_answer", "right_answer")
+PLACEHOLDERS = TEMPLATE_PLACEHOLDERS
 _PLACEHOLDER_PATTERN = re.compile(r"\{\{(" + "|".join(PLACEHOLDERS) + r")\}\}")
 # Stands for the middle of a right answer shortened to fit the prompt budget.
 OMISSION_MARKER = "\n\n[... {count} tokens of this attempt omitted ...]\n\n"
@@ -41,24 +48,39 @@ class SynthesisFailure(str, Enum):
     EMPTY_ANCHOR = "empty_anchor"
 
 
+def load_template(config: SynthesisConfig) -> str:
+    """The prompt template `config` asks for: the file `config.template_path` when set, else the
+    built-in `synthesis_<mode>.txt` (prefix_end "after_error") or `synthesis_<mode>_before_error.txt`.
+
+    Raises:
+        ValueError: the mode or prefix_end is unknown, or the template file is missing, unreadable
+            or lacks one of the placeholders {{question}}, {{wrong_answer}}, {{right_answer}}
+            (the message names `tapo.synthesis.template_path` and the file).
+    """
+    return _read_template(config.mode, config.prefix_end, config.template_path)
+
+
 @functools.lru_cache(maxsize=None)
-def load_template(mode: str) -> str:
-    """The prompt template of `mode` ("verbatim" or "anchor"), read once from `recipe_tapo.conf`."""
+def _read_template(mode: str, prefix_end: str, template_path: str | None) -> str:
+    if template_path is not None:
+        return check_template_file(template_path)
     if mode not in SYNTHESIS_MODES:
         raise ValueError(f"synthesis mode must be one of {list(SYNTHESIS_MODES)}, got {mode!r}")
-    template = (
-        importlib.resources.files(TEMPLATE_PACKAGE).joinpath("prompts", f"synthesis_{mode}.txt").read_text("utf-8")
-    )
+    if prefix_end not in PREFIX_ENDS:
+        raise ValueError(f"synthesis prefix_end must be one of {list(PREFIX_ENDS)}, got {prefix_end!r}")
+    name = f"synthesis_{mode}.txt" if prefix_end == "after_error" else f"synthesis_{mode}_{prefix_end}.txt"
+    template = importlib.resources.files(TEMPLATE_PACKAGE).joinpath("prompts", name).read_text("utf-8")
     missing = [name for name in PLACEHOLDERS if "{{" + name + "}}" not in template]
     if missing:
-        raise ValueError(f"template synthesis_{mode}.txt lacks the placeholders {missing}")
+        raise ValueError(f"template {name} lacks the placeholders {missing}")
     return template
 
 
-def render_synthesis_prompt(mode: str, question: str, wrong_answer: str, right_answer: str) -> str:
-    """Fill the template of `mode`. One pass: text inserted is never scanned for placeholders."""
+def render_synthesis_prompt(config: SynthesisConfig, question: str, wrong_answer: str, right_answer: str) -> str:
+    """Fill the template of `config` (see `load_template`). One pass: text inserted is never scanned
+    for placeholders."""
     values = {"question": question, "wrong_answer": wrong_answer, "right_answer": right_answer}
-    return _PLACEHOLDER_PATTERN.sub(lambda match: values[match.group(1)], load_template(mode))
+    return _PLACEHOLDER_PATTERN.sub(lambda match: values[match.group(1)], load_template(config))
 
 
 @dataclass(frozen=True)
@@ -88,7 +110,8 @@ def build_synthesis_prompt(
     config: SynthesisConfig,
     chat_template_kwargs: dict[str, Any] | None = None,
 ) -> SynthesisPrompt:
-    """Build the synthesis chat for one pair within `config.max_prompt_tokens`.
+    """Build the synthesis chat for one pair within `config.max_prompt_tokens`, from the template
+    `config` selects (`mode`, `prefix_end`, `template_path`; see `load_template`).
 
     Shortening policy, in order: (1) the prompt is used as is if it fits; (2) otherwise the MIDDLE
     of the right answer is replaced by `OMISSION_MARKER`, keeping its beginning (the approach) and
@@ -105,7 +128,7 @@ def build_synthesis_prompt(
     kwargs = chat_template_kwargs or {}
 
     def measured(right_text: str) -> tuple[list[dict[str, str]], int]:
-        content = render_synthesis_prompt(config.mode, question, wrong_answer, right_text)
+        content = render_synthesis_prompt(config, question, wrong_answer, right_text)
         messages = [{"role": "user", "content": content}]
         rendered = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **kwargs)
         return messages, len(tokenizer.encode(rendered, add_special_tokens=False))
@@ -148,8 +171,9 @@ class ParsedSynthesis:
     """The parts of a synthesis output. On failure the texts are empty and `failure` says why.
 
     `reconstruction`: verbatim mode, the whole reconstructed answer (copied prefix + correction);
-    anchor mode, only the correction transition and continuation. `anchor`: anchor mode only, the
-    quoted beginning of the first wrong step. `analysis` is informative and may be empty.
+    anchor mode, only the reflection and continuation. `anchor`: anchor mode only, the quoted
+    step with the first error (prefix_end "after_error": the whole step; "before_error": its
+    beginning). `analysis` is informative and may be empty.
     """
 
     mode: str

@@ -20,26 +20,66 @@ RIGHT = "First, 7 * 8 = 56.\nThen 56 + 1 = 57.\nSo the answer is \\boxed{57}."
 
 
 # --- templates ----------------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    "mode, tags", [("verbatim", ["analysis", "reconstruction"]), ("anchor", ["analysis", "anchor", "reconstruction"])]
-)
-def test_templates_ask_for_their_blocks(mode, tags):
-    template = load_template(mode)
+TEMPLATE_CASES = [
+    (mode, prefix_end) for mode in ("verbatim", "anchor") for prefix_end in ("after_error", "before_error")
+]
+
+
+@pytest.mark.parametrize("mode, prefix_end", TEMPLATE_CASES)
+def test_templates_ask_for_their_blocks(mode, prefix_end):
+    template = load_template(SynthesisConfig(mode=mode, prefix_end=prefix_end))
+    tags = ["analysis", "anchor", "reconstruction"] if mode == "anchor" else ["analysis", "reconstruction"]
     for tag in tags:
         assert f"<{tag}>" in template and f"</{tag}>" in template
     assert ("<anchor>" in template) == (mode == "anchor")
     assert "\\boxed{}" in template
+    for placeholder in ("{{question}}", "{{wrong_answer}}", "{{right_answer}}"):
+        assert template.count(placeholder) == 1
+
+
+def test_the_default_templates_keep_the_erroneous_step_and_reflect_on_it():
+    verbatim = load_template(SynthesisConfig())
+    assert "up to and INCLUDING the step that contains the first critical error" in verbatim
+    assert "reflection in the first person on that mistake" in verbatim
+    assert "not including" not in verbatim
+    anchor = load_template(SynthesisConfig(mode="anchor"))
+    assert "the WHOLE step that contains that first error" in anchor
+    assert "kept up to the END of this quote" in anchor
+    assert "start with a short, natural reflection in the first person on the mistake" in anchor
+
+
+def test_the_before_error_templates_keep_the_other_reading():
+    verbatim = load_template(SynthesisConfig(prefix_end="before_error"))
+    assert "up to (not including) the first critical error" in verbatim
+    anchor = load_template(SynthesisConfig(mode="anchor", prefix_end="before_error"))
+    assert "the beginning of the step that contains that first error" in anchor
+    assert "kept up to the point where this quote begins" in anchor
+    assert len({load_template(SynthesisConfig(mode=m, prefix_end=p)) for m, p in TEMPLATE_CASES}) == 4
+
+
+def test_a_users_own_template_is_used_and_checked(tmp_path, tapo_tokenizer):
+    own = tmp_path / "tiny.txt"
+    own.write_text("Q {{question}} W {{wrong_answer}} R {{right_answer}} <reconstruction>", encoding="utf-8")
+    config = SynthesisConfig(template_path=str(own))
+    assert render_synthesis_prompt(config, "q?", "w.", "r.") == "Q q? W w. R r. <reconstruction>"
+    prompt = build_synthesis_prompt("q?", "w.", "r.", tapo_tokenizer, config)
+    assert prompt.messages[0]["content"] == "Q q? W w. R r. <reconstruction>"
+    own.write_text("Q {{question}} W {{wrong_answer}}", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"tapo.synthesis.template_path: template .*tiny.txt.* lacks .*right_answer"):
+        SynthesisConfig(template_path=str(own))
+    with pytest.raises(ValueError, match="tapo.synthesis.template_path: no such file"):
+        SynthesisConfig(template_path=str(tmp_path / "gone.txt"))
 
 
 def test_unknown_mode_is_refused():
-    with pytest.raises(ValueError, match="synthesis mode"):
-        load_template("paraphrase")
+    with pytest.raises(ValueError, match="synthesis.mode"):
+        SynthesisConfig(mode="paraphrase")
 
 
 def test_render_inserts_values_once_and_never_rescans_them():
     # Braces (LaTeX) and placeholder-like text in an answer must come through untouched.
     tricky_wrong = "x = {a} and {{right_answer}} \\frac{1}{2}"
-    prompt = render_synthesis_prompt("verbatim", QUESTION, tricky_wrong, RIGHT)
+    prompt = render_synthesis_prompt(SynthesisConfig(), QUESTION, tricky_wrong, RIGHT)
     assert tricky_wrong in prompt and RIGHT in prompt and QUESTION in prompt
     assert "{{" not in prompt.replace(tricky_wrong, "")
     assert prompt.index(tricky_wrong) < prompt.index(RIGHT)
@@ -54,7 +94,8 @@ def _count(tokenizer, prompt) -> int:
 def test_a_prompt_that_fits_is_unchanged(tapo_tokenizer):
     prompt = build_synthesis_prompt(QUESTION, WRONG, RIGHT, tapo_tokenizer, SynthesisConfig())
     assert prompt.ok and prompt.omitted_right_tokens == 0
-    assert prompt.messages == [{"role": "user", "content": render_synthesis_prompt("verbatim", QUESTION, WRONG, RIGHT)}]
+    expected = render_synthesis_prompt(SynthesisConfig(), QUESTION, WRONG, RIGHT)
+    assert prompt.messages == [{"role": "user", "content": expected}]
     assert prompt.num_tokens == _count(tapo_tokenizer, prompt)
 
 
