@@ -156,6 +156,46 @@ def test_samples_do_not_depend_on_the_order_requests_arrive_in(tiny_model_dir):
     assert seeded[0] == seeded[1]
 
 
+def _stable_id_server(tiny_model_dir, replica_rank=0):
+    from verl.workers.config import HFModelConfig, RolloutConfig
+
+    # verl's `rollout.full_determinism` (set by the tiny_cpu profile): request ids name rows.
+    config = RolloutConfig(name="hf", prompt_length=16, response_length=8, temperature=1.0, full_determinism=True)
+    return HFGenerationServer(config, HFModelConfig(path=tiny_model_dir), replica_rank=replica_rank)
+
+
+def _rows_in_arrival_order(server, order, prompt=(5, 17, 42), params=None):
+    """Rows `det-<i>` of one group (identical prompts), sent in `order`; returns {row: token ids}."""
+    return {row: asyncio.run(server.generate(list(prompt), dict(params or {}), request_id=f"det-{row}")).token_ids
+            for row in order}
+
+
+def test_a_row_gets_the_same_sample_whatever_order_its_group_arrives_in(tiny_model_dir):
+    """Row for row, not only as a set: TAPO picks rows by position, so row i must get row i's stream."""
+    in_order = _rows_in_arrival_order(_stable_id_server(tiny_model_dir), [0, 1, 2, 3])
+    shuffled = _rows_in_arrival_order(_stable_id_server(tiny_model_dir), [3, 1, 0, 2])
+    assert shuffled == in_order
+    assert len({tuple(tokens) for tokens in in_order.values()}) > 1  # each row has its own stream
+    # The stream belongs to the row, whichever replica serves it.
+    assert _rows_in_arrival_order(_stable_id_server(tiny_model_dir, replica_rank=1), [2, 0, 3, 1]) == in_order
+
+
+def test_row_streams_move_on_with_the_weights_and_ignore_greedy_requests(tiny_model_dir):
+    server = _stable_id_server(tiny_model_dir)
+    asyncio.run(server.set_global_steps(1))
+    first = _rows_in_arrival_order(server, [0, 1])
+    # A greedy pass over the same rows (verl's validation) draws no stream...
+    _rows_in_arrival_order(server, [1, 0], params={"temperature": 0.0})
+    # ...so a run that validates first (e.g. one resumed from a checkpoint) samples the same rows.
+    other = _stable_id_server(tiny_model_dir)
+    asyncio.run(other.set_global_steps(1))
+    assert _rows_in_arrival_order(other, [1, 0]) == first
+    # The next weights give every row a new stream, the same in every run.
+    asyncio.run(server.set_global_steps(2))
+    asyncio.run(other.set_global_steps(2))
+    assert _rows_in_arrival_order(server, [0, 1]) == _rows_in_arrival_order(other, [1, 0])
+
+
 def test_weight_sync_changes_what_the_server_generates(server):
     """load_weights replaces every parameter: log-probs then follow the new weights exactly."""
     prompt = [5, 17, 42, 9]

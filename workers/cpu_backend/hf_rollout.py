@@ -72,23 +72,51 @@ class HFGenerationServer:
         self.replica_rank = replica_rank
         self.model = load_causal_lm(model_config.local_path, model_config.trust_remote_code)
         self.sampler = HFSampler(self.model, stop_token_ids_of(self.model.generation_config, model_config.tokenizer))
-        self.seed = int(getattr(config, "seed", 0) or 0) + replica_rank
-        self._draws_per_prompt: Counter[str] = Counter()
+        self.base_seed = int(getattr(config, "seed", 0) or 0)
+        self.seed = self.base_seed + replica_rank
+        # Under verl's `rollout.full_determinism` every request id reaching the server is stable and
+        # names one row (see `request_generator`).
+        self.stable_request_ids = bool(getattr(config, "full_determinism", False))
+        # Draws per stream key, for the weights of one step (cleared when the step changes).
+        self._draws: Counter[str] = Counter()
+        self._draws_step: Optional[int] = None
         # One request at a time: the model is shared and CPU generation gains little from overlap.
         self._lock = asyncio.Lock()
         self.global_steps: Optional[int] = None
         self.weight_version = 0
 
-    def request_generator(self, prompt_ids: list[int], sampling_params: dict[str, Any]) -> torch.Generator:
-        """The random stream of one request: the request's own `seed` if it sets one (as vLLM takes),
-        else the k-th stream of its prompt. Samples then do not depend on the order in which the
-        agent loop's concurrent requests arrive, so a seeded CPU run is reproducible."""
+    def request_generator(self, prompt_ids: list[int], sampling_params: dict[str, Any],
+                          request_id: Optional[str] = None) -> torch.Generator:
+        """The random stream of one sampled request, chosen so that a seeded run does not depend on the
+        order in which the agent loop's concurrent requests arrive:
+
+        1. the request's own `seed` if it sets one (as vLLM takes it);
+        2. under `rollout.full_determinism` (the hf profile sets it), the request id: verl then gives
+           each row of a rollout batch its own stable id (`det-<row>`, the row's `priority`) and passes
+           it through to the server, so the same row gets the same stream in every run (row for row);
+           the k-th request with that id under the same weights (the k-th turn of a multi-turn row, or
+           a later generation round of the same step) gets the k-th stream of the id;
+        3. otherwise (verl's ids are random uuids) the k-th stream of its prompt: the same samples as a
+           set, but which of a group's identical requests gets which stream depends on arrival order.
+
+        Streams are keyed by the weights' step (`global_steps`), not by a running count, so a run
+        resumed from a checkpoint draws the same streams as the uninterrupted run. Greedy requests
+        draw nothing (see `generate`).
+        """
         if sampling_params.get("seed") is not None:
             return torch.Generator().manual_seed(int(sampling_params["seed"]))
-        prompt_key = hashlib.sha256(repr(prompt_ids).encode()).hexdigest()
-        draw = self._draws_per_prompt[prompt_key]
-        self._draws_per_prompt[prompt_key] += 1
-        stream = hashlib.sha256(f"{self.seed}:{prompt_key}:{draw}".encode()).digest()
+        if self._draws_step != self.global_steps:
+            self._draws.clear()
+            self._draws_step = self.global_steps
+        if self.stable_request_ids and request_id is not None:
+            # Not the replica: the stream belongs to the row, whichever replica serves it.
+            key = f"{self.base_seed}:step{self.global_steps}:id:{request_id}"
+        else:
+            prompt_key = hashlib.sha256(repr(prompt_ids).encode()).hexdigest()
+            key = f"{self.seed}:step{self.global_steps}:prompt:{prompt_key}"
+        draw = self._draws[key]
+        self._draws[key] += 1
+        stream = hashlib.sha256(f"{key}:{draw}".encode()).digest()
         return torch.Generator().manual_seed(int.from_bytes(stream[:8], "little"))
 
     async def generate(
@@ -114,7 +142,8 @@ class HFGenerationServer:
         top_p = float(params.get("top_p", 1.0))
         top_k = int(params.get("top_k", -1) or -1)
         ignore_eos = bool(params.get("ignore_eos", getattr(self.config, "ignore_eos", False)))
-        generator = self.request_generator(prompt_ids, params)
+        # A greedy request draws nothing, so it leaves the sampled requests' streams as they are.
+        generator = self.request_generator(prompt_ids, params, request_id) if temperature > 0 else torch.Generator()
         async with self._lock:
             tokens, log_probs = await asyncio.to_thread(
                 self.sampler.sample, prompt_ids, max_new, temperature, top_p, top_k, ignore_eos, generator
