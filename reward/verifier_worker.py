@@ -34,6 +34,8 @@ WARM_UP_PAIRS = [
     ("(0,1]", "[0,1]"),
     ("\\{1,2\\}", "\\{2,1\\}"),
     ("\\frac{1}{3}", "0.333"),
+    ("x \\in [-2,7]", "-2 \\le x \\le 7"),
+    ("y = 2x+3", "2x - y + 3 = 0"),
 ]
 
 
@@ -50,12 +52,15 @@ def _equivalent(gold: str, pred: str) -> bool:
     from math_verify import LatexExtractionConfig, parse, verify
 
     # Timeouts off: math-verify's own alarm would cancel ours with `signal.alarm(0)`.
+    # allow_set_relation_comp: a relation answered for a set compares as the set it describes
+    # (`-2 \le x \le 7` for `x \in [-2, 7]` or `[-2, 7]`); math-verify's default allows only the
+    # other direction.
     config = [LatexExtractionConfig()]
     parsed_gold = parse("\\boxed{" + gold + "}", config, parsing_timeout=None)
     parsed_pred = parse("\\boxed{" + pred + "}", config, parsing_timeout=None)
     if not parsed_gold or not parsed_pred:
         return False
-    return bool(verify(parsed_gold, parsed_pred, timeout_seconds=None))
+    return bool(verify(parsed_gold, parsed_pred, allow_set_relation_comp=True, timeout_seconds=None))
 
 
 def _answer(request: dict) -> dict:
