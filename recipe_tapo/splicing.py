@@ -4,6 +4,11 @@ The model's reproduction of the wrong answer y- can drift, so it is not trusted:
 response is y-'s OWN token ids up to the cut, then the tokenised rest of the reconstruction, then
 EOS. The cut is where the reconstruction departs from y- (longest common prefix after whitespace
 normalisation), moved back to a token boundary of y-'s ids (optionally first to a line start).
+In anchor mode the model quotes the step with y-'s first error instead of re-emitting the prefix;
+with `prefix_end="after_error"` (the default) y- is kept up to the END of the quote, so the
+trajectory reads: own reasoning, own mistake, reflection on it, corrected reasoning; with
+"before_error" it is kept up to the quote's start. With `full_reconstruction` (the paper's ablation)
+none of y-'s ids are kept: the response is the whole reconstruction, tokenised.
 
 Works with any HF tokenizer: a token boundary is found by decoding y-'s ids, and accepted only
 where `decode(wrong_ids[:cut_tokens]) == wrong_text[:cut_chars]` holds exactly, which also covers
@@ -17,7 +22,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from recipe_tapo.config import SplicingConfig
+from recipe_tapo.config import PREFIX_ENDS, SplicingConfig
 from recipe_tapo.synthesis import ParsedSynthesis
 
 # How many tokens the cut may step back past a token that does not end on a character of y-
@@ -29,6 +34,7 @@ class SpliceFailure(str, Enum):
     """Why a parsed synthesis gave no trajectory (the fixed set; values are the reported strings)."""
 
     ANCHOR_NOT_FOUND = "anchor_not_found"
+    ANCHOR_AMBIGUOUS = "anchor_ambiguous"
     NO_DEPARTURE = "no_departure"
     NO_FINAL_ANSWER = "no_final_answer"
     NO_TOKEN_BOUNDARY = "no_token_boundary"
@@ -80,13 +86,44 @@ def find_departure(wrong: str, reconstruction: str) -> tuple[int, int]:
     return _word_start(wrong, common) + same_chars, _word_start(reconstruction, common) + same_chars
 
 
-def locate_anchor(wrong: str, anchor: str) -> int | None:
-    """Start in `wrong` of the first occurrence of `anchor`, whitespace runs counting as equal."""
+@dataclass(frozen=True)
+class AnchorMatch:
+    """Where a quote lies in y-: `wrong[start:end]` is the quote (whitespace runs may differ), or
+    `failure` says why there is no single place (ANCHOR_NOT_FOUND or ANCHOR_AMBIGUOUS)."""
+
+    start: int = 0
+    end: int = 0
+    failure: SpliceFailure | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+
+def locate_anchor(wrong: str, anchor: str) -> AnchorMatch:
+    """The one place in `wrong` that `anchor` quotes, whitespace runs counting as equal.
+
+    The quote must lie at word boundaries: when it begins with a word character (`\\w`), the
+    character before it in `wrong` must not be one, and likewise after its end; so "8 = 336" does
+    not match inside "48 = 336". It must also occur exactly once (overlapping occurrences count):
+    a quote found twice gives ANCHOR_AMBIGUOUS rather than a guess, a quote found nowhere (or blank)
+    ANCHOR_NOT_FOUND.
+    """
     words = anchor.split()
     if not words:
-        return None
-    match = re.search(r"\s+".join(re.escape(word) for word in words), wrong)
-    return match.start() if match else None
+        return AnchorMatch(failure=SpliceFailure.ANCHOR_NOT_FOUND)
+    pattern = r"\s+".join(re.escape(word) for word in words)
+    if re.match(r"\w", words[0][0]):
+        pattern = r"(?<!\w)" + pattern
+    if re.match(r"\w", words[-1][-1]):
+        pattern += r"(?!\w)"
+    compiled = re.compile(pattern)
+    first = compiled.search(wrong)
+    if first is None:
+        return AnchorMatch(failure=SpliceFailure.ANCHOR_NOT_FOUND)
+    if compiled.search(wrong, first.start() + 1) is not None:
+        return AnchorMatch(first.start(), first.end(), SpliceFailure.ANCHOR_AMBIGUOUS)
+    return AnchorMatch(first.start(), first.end())
 
 
 def splice_trajectory(
@@ -96,6 +133,7 @@ def splice_trajectory(
     tokenizer: Any,
     config: SplicingConfig,
     eos_token_id: int | None = None,
+    prefix_end: str = "after_error",
 ) -> SplicedTrajectory:
     """Build the trained response from y- and a successfully parsed synthesis output.
 
@@ -108,35 +146,58 @@ def splice_trajectory(
         config: cut and rejection settings; `config.max_response_length` (None = no limit) must be
             resolved by the caller to the rollout's response length.
         eos_token_id: the id that ends a rollout; default `tokenizer.eos_token_id`.
+        prefix_end: `tapo.synthesis.prefix_end`, the reading the synthesis prompt asked for; it
+            matters in anchor mode only: "after_error" keeps y- up to the END of the quoted step
+            (and the whitespace y- wrote after it), "before_error" up to its start. In verbatim
+            mode the model's own copy says where the kept prefix ends.
 
-    Rejections (`SplicedTrajectory.failure`): the anchor is not in y- (anchor mode); the
-    reconstruction never departs from y- (nothing was corrected); the continuation, from the line
-    where it departs, lacks `config.final_answer_marker`; no token boundary decodes to a prefix of
-    y-; the kept prefix is below `config.min_prefix_tokens` or `config.min_prefix_fraction`; the
-    appended text tokenises to a special token (e.g. a literal EOS); the response with EOS is longer
-    than `config.max_response_length`.
+    Rejections (`SplicedTrajectory.failure`): the anchor is not in y- at word boundaries, or is
+    there more than once (anchor mode); the reconstruction never departs from y- (nothing was
+    corrected); the corrected continuation (the text after the departure, not y-'s own text) lacks
+    `config.final_answer_marker`; no token boundary decodes to a prefix of y-; the kept prefix is
+    below `config.min_prefix_tokens` or `config.min_prefix_fraction`; the appended text tokenises
+    to a special token (e.g. a literal EOS); the response with EOS is longer than
+    `config.max_response_length`.
+
+    With `config.full_reconstruction` (verbatim mode only) the response is the whole
+    reconstruction, tokenised, + EOS: cut_chars = cut_tokens = 0 and the min-prefix checks do not
+    apply; the other rejections do (the marker is looked for in the whole reconstruction).
     """
     if not parsed.ok:
         raise ValueError(f"splice_trajectory needs a parsed synthesis, got failure {parsed.failure}")
+    if prefix_end not in PREFIX_ENDS:
+        raise ValueError(f"prefix_end must be one of {list(PREFIX_ENDS)}, got {prefix_end!r}")
+    if config.full_reconstruction and parsed.mode == "anchor":
+        raise ValueError("full_reconstruction needs a verbatim synthesis: anchor output is only the correction")
     eos = tokenizer.eos_token_id if eos_token_id is None else eos_token_id
     if eos is None:
         raise ValueError("the tokenizer has no eos_token_id; pass eos_token_id")
 
     reconstruction = parsed.reconstruction
     if parsed.mode == "anchor":
-        anchor_start = locate_anchor(wrong_text, parsed.anchor)
-        if anchor_start is None:
-            return SplicedTrajectory(SpliceFailure.ANCHOR_NOT_FOUND)
-        reconstruction = wrong_text[:anchor_start] + reconstruction
+        match = locate_anchor(wrong_text, parsed.anchor)
+        if not match.ok:
+            return SplicedTrajectory(match.failure)
+        if prefix_end == "before_error":
+            reconstruction = wrong_text[: match.start] + reconstruction
+        else:
+            # Keep the quoted step and the whitespace y- wrote after it; the (stripped) reflection
+            # then follows as y- would have gone on. No whitespace there: a space joins them.
+            kept_end = match.end + len(wrong_text[match.end :]) - len(wrong_text[match.end :].lstrip())
+            joint = "" if kept_end > match.end else " "
+            reconstruction = wrong_text[:kept_end] + joint + reconstruction
 
     departure, recon_departure = find_departure(wrong_text, reconstruction)
     continuation = reconstruction[recon_departure:]
     if not continuation.strip():
         return SplicedTrajectory(SpliceFailure.NO_DEPARTURE)
-    line_start = wrong_text.rfind("\n", 0, departure) + 1
-    if config.final_answer_marker not in wrong_text[line_start:departure] + continuation:
+    if config.full_reconstruction:
+        return _full_reconstruction(reconstruction, tokenizer, config, eos)
+    # The correction must give its own final answer: a marker y- already wrote does not count.
+    if config.final_answer_marker not in continuation:
         return SplicedTrajectory(SpliceFailure.NO_FINAL_ANSWER)
 
+    line_start = wrong_text.rfind("\n", 0, departure) + 1
     cut_target = line_start if config.cut_at_line_boundary else departure
     boundary = _token_boundary_at_or_before(tokenizer, wrong_ids, wrong_text, cut_target)
     if boundary is None:
@@ -154,11 +215,21 @@ def splice_trajectory(
     )
     if cut_tokens < config.min_prefix_tokens or prefix_fraction < config.min_prefix_fraction:
         return SplicedTrajectory(SpliceFailure.PREFIX_TOO_SHORT, **partial)
+    return _finish(tokenizer, config, eos, wrong_ids[:cut_tokens], partial)
 
-    appended_ids = tokenizer.encode(appended_text, add_special_tokens=False)
+
+def _full_reconstruction(reconstruction: str, tokenizer: Any, config: SplicingConfig, eos: int) -> SplicedTrajectory:
+    if config.final_answer_marker not in reconstruction:
+        return SplicedTrajectory(SpliceFailure.NO_FINAL_ANSWER)
+    partial = dict(text=reconstruction, appended_text=reconstruction, cut_chars=0, cut_tokens=0, prefix_fraction=0.0)
+    return _finish(tokenizer, config, eos, [], partial)
+
+
+def _finish(tokenizer: Any, config: SplicingConfig, eos: int, kept_ids: list[int], partial: dict) -> SplicedTrajectory:
+    appended_ids = tokenizer.encode(partial["appended_text"], add_special_tokens=False)
     if not set(appended_ids).isdisjoint(tokenizer.all_special_ids):
         return SplicedTrajectory(SpliceFailure.SPECIAL_TOKEN_IN_TEXT, **partial)
-    token_ids = (*wrong_ids[:cut_tokens], *appended_ids, eos)
+    token_ids = (*kept_ids, *appended_ids, eos)
     if config.max_response_length is not None and len(token_ids) > config.max_response_length:
         return SplicedTrajectory(SpliceFailure.TOO_LONG, token_ids=token_ids, **partial)
     return SplicedTrajectory(None, token_ids=token_ids, **partial)
