@@ -69,11 +69,18 @@ def last_boxed_answer(text: str) -> str | None:
 
 # Normalisation, applied identically to the prediction and the ground truth. Order matters: wrappers
 # and spacing first, then units, then number formats.
-_SPACING_COMMANDS = re.compile(r"\\[,:;! ]|\\q?quad(?![a-zA-Z])|~")
+# Spacing commands. A row break `\\` is matched first and kept whole, so that the second backslash
+# of a break followed by a space (`1 \\ 2`) is not taken for a control space `\ `: that merged
+# the rows of a vector or matrix into one entry. `\!` (negative thin space, as in MATH's
+# `10,\!000`) is removed; the other spacing commands become a space.
+_SPACING_COMMANDS = re.compile(r"(\\\\)|(\\!)|\\[,:; ]|\\q?quad(?![a-zA-Z])|~")
 _SIZE_COMMANDS = re.compile(r"\\(?:left|right|big|Big|bigg|Bigg)(?![a-zA-Z])|\\displaystyle(?![a-zA-Z])")
 _FRAC_VARIANTS = re.compile(r"\\[dt]frac(?![a-zA-Z])")
 _DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|°|\\degree(?![a-zA-Z])")
 _PERCENT = re.compile(r"\\?%")
+# Vectors written with angle brackets are tuples; `\varnothing` is another glyph for `\emptyset`.
+_ANGLE_BRACKETS = re.compile(r"\\(?:langle|rangle)(?![a-zA-Z])")
+_VARNOTHING = re.compile(r"\\varnothing(?![a-zA-Z])")
 _TEXT_COMMAND = r"\\(?:text|textbf|textit|textrm|mathrm|mathbf|mbox)\s*"
 # A text group closing the answer right after a number-like value is a unit: `10\text{ cm}`,
 # `\frac{1}{2}\text{ inches}^2`. The value must end in a digit, `}` or `)` so that a bare
@@ -85,27 +92,51 @@ _TEXT_WRAPPER = re.compile(_TEXT_COMMAND + r"\{([^{}]*)\}")
 _UNIT_WORDS = (
     "units?|square units|sq units|cm|centimeters?|mm|millimeters?|meters?|km|kilometers?|inch|inches|"
     "ft|feet|foot|yards?|miles?|mph|degrees?|radians?|seconds?|minutes?|hours?|days?|weeks?|years?|"
-    "dollars?|cents?|pounds?|kg|grams?|liters?|ml|people|students|ways"
+    "dollars?|cents?|pounds?|kg|grams?|liters?|ml|people|students|ways|percent|per cent"
 )
 _TRAILING_UNIT_WORD = re.compile(r"(?<=\d)\s+(?:" + _UNIT_WORDS + r")(?:\^\{?\d\}?)?$")
 _DOLLAR_SIGN = re.compile(r"\\\$|\$")
-_SINGLE_VARIABLE_EQUALS = re.compile(r"^[a-zA-Z](?:_\{?\w+\}?)?\s*=\s*(?=\S)")
-_THOUSANDS = re.compile(r"^-?\d{1,3}(?:(?:,|\{,\})\d{3})+(?:\.\d+)?$")
+# `x = 5`: a variable naming the answer, stripped only when nothing after it is another equation
+# (`x = 1, y = 2` is kept) and only where the ground truth is not itself an equation (the caller
+# decides: `y = 2x + 3` against `2x - y + 3 = 0` is a comparison of equations, left to math-verify).
+_SINGLE_VARIABLE_EQUALS = re.compile(r"^[a-zA-Z](?:_\{?\w+\}?)?\s*=\s*(?=[^=]*$)(?=\S)")
+# Digit groups separated by `,`, `{,}` or a space (what `\,`, `\ ` and `~` became above).
+_THOUSANDS = re.compile(r"^-?\d{1,3}(?:(?:,|\{,\}| )\d{3})+(?:\.\d+)?$")
+_THOUSANDS_SEPARATOR = re.compile(r"\{,\}|[, ]")
 _SQRT_SHORTHAND = re.compile(r"\\sqrt\s*(\d|[a-zA-Z](?![a-zA-Z]))")
 _FRAC_SHORTHAND = re.compile(r"\\frac\s*(\d)\s*(\d)")
 _CHOICE_LETTER = re.compile(r"^\(([A-Ea-e])\)$")
 _WHITESPACE = re.compile(r"\s+")
 
 
-def normalize_answer(answer: str) -> str:
+def _respace(match: re.Match) -> str:
+    if match.group(1):
+        return match.group(1)  # a row break, kept
+    return "" if match.group(2) else " "
+
+
+def is_equation(normalized_ground_truth: str) -> bool:
+    """Whether the ground truth is an equation (`y = 2x + 3`, `x = 5`); if so, a leading `x =` of the
+    answer is part of the answer, not a name for it."""
+    return "=" in normalized_ground_truth
+
+
+def normalize_answer(answer: str, strip_variable: bool = True) -> str:
     """A canonical spelling of a final answer; spacing is collapsed, not removed.
 
     Spaces are kept because LaTeX needs some of them (`\\pi r` is not `\\pir`); `comparison_key`
-    removes them for the exact-match comparison only.
+    removes them for the exact-match comparison only. `strip_variable` removes a leading `x =`
+    (pass `not is_equation(ground_truth)`; a ground truth that is an equation is normalised with
+    False, and has nothing to strip anyway).
+
+    Nothing here reorders, merges or drops entries: a row break `\\\\` and every separator of a
+    tuple, vector, matrix or interval survive, so ordered answers stay ordered.
     """
     text = answer.strip()
-    text = _SPACING_COMMANDS.sub(" ", text)
+    text = _SPACING_COMMANDS.sub(_respace, text)
     text = _SIZE_COMMANDS.sub("", text)
+    text = _ANGLE_BRACKETS.sub(lambda match: "(" if match.group() == "\\langle" else ")", text)
+    text = _VARNOTHING.sub(r"\\emptyset", text)
     text = _FRAC_VARIANTS.sub(r"\\frac", text)
     text = _DEGREES.sub("", text)
     text = _PERCENT.sub("", text)
@@ -115,9 +146,10 @@ def normalize_answer(answer: str) -> str:
     text = _WHITESPACE.sub(" ", text).strip()
     text = _TRAILING_UNIT_WORD.sub("", text)
     text = text.rstrip(". ").strip()
-    text = _SINGLE_VARIABLE_EQUALS.sub("", text)
+    if strip_variable:
+        text = _SINGLE_VARIABLE_EQUALS.sub("", text)
     if _THOUSANDS.match(text):
-        text = text.replace("{,}", "").replace(",", "")
+        text = _THOUSANDS_SEPARATOR.sub("", text)
     text = _SQRT_SHORTHAND.sub(r"\\sqrt{\1}", text)
     text = _FRAC_SHORTHAND.sub(r"\\frac{\1}{\2}", text)
     choice = _CHOICE_LETTER.match(text)

@@ -5,12 +5,19 @@
     # optional, passed to compute_score as keyword arguments:
     +reward.custom_reward_function.reward_kwargs.timeout=10
 
-The verdict does not depend on `data_source` (verl's default routes `aime*` to an "Answer:" checker
-and raises on `hmmt*`): the answer is always the last `\\boxed{}` of the response, normalised, then
-compared by, in order and stopping at the first that decides, exact comparison, exact rational
-arithmetic, case-insensitive word comparison (text answers) and math-verify equivalence in a
-separate process under a hard time limit (`recipe_tapo.reward.verifier`). Only the last step
-leaves this process, so most AIME/HMMT answers (integers) cost microseconds.
+The verdict does not depend on `data_source` (verl 0.9.1's default scorer sends `aime*` to its
+`math_dapo` checker, which reads the last "Answer:" line, falls back to the last `\\boxed{}` only
+when there is none, compares strings and scores a wrong answer -1; it raises NotImplementedError on
+`hmmt*` and on our other source names): the answer is always the last `\\boxed{}` of the response,
+normalised, then compared by, in order and stopping at the first that decides, exact comparison,
+exact rational arithmetic, case-insensitive word comparison (text answers) and math-verify
+equivalence in a separate process under a hard time limit (`recipe_tapo.reward.verifier`). Only
+the last step leaves this process, so most AIME/HMMT answers (integers) cost microseconds.
+
+The normalisation (`recipe_tapo.reward.answer.normalize_answer`) only removes notation (spacing,
+units, `%`, `$`, thousands separators) and never reorders or merges entries, so tuples, vectors,
+matrices and intervals are compared entry by entry, in order (by math-verify). A leading `x =` is
+stripped from the answer only where the ground truth is not itself an equation.
 
 Every result has the same keys (verl stacks the extras of a batch per key): `score` (1.0 or 0.0),
 `acc` (bool), `pred` (the extracted answer, normalised so that verl's majority vote (maj@N, which
@@ -26,6 +33,7 @@ import time
 from recipe_tapo.reward.answer import (
     as_rational,
     comparison_key,
+    is_equation,
     is_text_answer,
     last_boxed_answer,
     normalize_answer,
@@ -68,8 +76,8 @@ def judge_answer(
 ) -> tuple[bool, str]:
     """(equivalent, reason) for an extracted answer against the ground truth, within `timeout` s."""
     started = time.monotonic()
-    gold = normalize_answer(ground_truth)
-    guess = normalize_answer(pred)
+    gold = normalize_answer(ground_truth, strip_variable=False)
+    guess = normalize_answer(pred, strip_variable=not is_equation(gold))
     gold_key, guess_key = comparison_key(gold), comparison_key(guess)
     if not guess_key:
         return False, "empty_answer"
@@ -138,7 +146,8 @@ def compute_score(
         verifier_processes=verifier_processes,
         verifier_memory_mb=verifier_memory_mb,
     )
-    return _result(equal, normalize_answer(pred), reason)
+    strip_variable = not is_equation(normalize_answer(gold, strip_variable=False))
+    return _result(equal, normalize_answer(pred, strip_variable=strip_variable), reason)
 
 
 def _result(equal: bool, pred: str, reason: str) -> dict:

@@ -4,6 +4,7 @@ The verifier processes started here belong to this pytest process and are killed
 """
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -123,6 +124,92 @@ def test_equivalent_answers_score_one(ground_truth, answer):
 def test_non_equivalent_answers_score_zero(ground_truth, answer):
     result = score(f"So the answer is $\\boxed{{{answer}}}$.", ground_truth)
     assert result["score"] == 0.0 and result["acc"] is False, result
+
+
+# Issue 8: each a defect of the answer clean-up that math-verify alone grades correctly.
+CLEAN_UP_DEFECTS = [
+    # 1. `\\ ` (a row break followed by a space) lost its second backslash as a control space,
+    #    collapsing both vectors to one entry: a false positive.
+    pytest.param(
+        "\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "\\begin{pmatrix} 2 \\\\ 1 \\end{pmatrix}", False, id="row-break"
+    ),
+    pytest.param(
+        "\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "\\begin{pmatrix}1\\\\2\\end{pmatrix}", True, id="row-break-spacing"
+    ),
+    # 2. `\!` became a space, so `10,\!000` became the list `10, 000`.
+    pytest.param("10,\\!000", "10000", True, id="thousands-negative-space"),
+    pytest.param("10000", "10,\\!000", True, id="thousands-negative-space-answer"),
+    # 3. `y =` was stripped from one side only, turning an equation into an expression.
+    pytest.param("y = 2x+3", "2x - y + 3 = 0", True, id="equivalent-equations"),
+    pytest.param("y = 2x+3", "y = 2x - 3", False, id="different-equations"),
+    # 4. `%` was stripped, the word "percent" was not.
+    pytest.param("28\\%", "28 percent", True, id="percent-word"),
+    # 5. A relation answered for a set (math-verify's allow_set_relation_comp).
+    pytest.param("x \\in [-2,7]", "-2 \\le x \\le 7", True, id="set-relation"),
+    pytest.param("x \\in [-2,7]", "-2 < x \\le 7", False, id="set-relation-open-end"),
+]
+
+
+@pytest.mark.parametrize("ground_truth, answer, expected", CLEAN_UP_DEFECTS)
+def test_clean_up_keeps_what_math_verify_grades_right(ground_truth, answer, expected):
+    result = score(f"So the answer is $\\boxed{{{answer}}}$.", ground_truth)
+    assert result["acc"] is expected, result
+
+
+def test_variable_is_stripped_only_where_it_names_the_answer():
+    assert score("\\boxed{x = 5}", "5")["reason"] == "exact_match"
+    assert score("\\boxed{x = 5}", "5")["pred"] == "5"
+    assert score("\\boxed{2x - y + 3 = 0}", "y = 2x+3")["pred"] == "2x - y + 3 = 0"
+    assert normalize_answer("x = 1, y = 2") == "x = 1, y = 2"  # two equations, not a name
+    assert normalize_answer("y = 2x+3", strip_variable=False) == "y = 2x+3"
+
+
+def test_spacing_commands_keep_row_breaks():
+    assert normalize_answer("\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}") == "\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}"
+    assert normalize_answer("a \\\\\\ b") == "a \\\\ b"  # `\\` then the control space `\ `
+    assert normalize_answer("1\\,000\\,000") == "1000000"
+    assert normalize_answer("1,\\!234,\\!567") == "1234567"
+
+
+# Ordered answers: permuting distinct entries must never score 1, whatever the spacing.
+_ORDERED_FORMS = {
+    "column vector": lambda entries, gap: "\\begin{pmatrix}" + gap + (gap + "\\\\" + gap).join(entries) + gap + "\\end{pmatrix}",
+    "row vector": lambda entries, gap: "\\begin{bmatrix}" + (gap + "&" + gap).join(entries) + "\\end{bmatrix}",
+    "tuple": lambda entries, gap: "\\left(" + ("," + gap).join(entries) + "\\right)",
+    "angle vector": lambda entries, gap: "\\langle " + ("," + gap).join(entries) + " \\rangle",
+    "2x2 matrix": lambda entries, gap: (
+        "\\begin{pmatrix}" + entries[0] + " & " + entries[1] + gap + "\\\\" + gap + entries[2] + " & " + entries[3]
+        + "\\end{pmatrix}"
+    ),
+}
+_GAPS = [" ", "", "\\ ", "\\,", "\\;", "\\!", "~", "\\quad "]
+# One spelling per value (fractions in lowest terms, square roots of non-squares), so distinct
+# spellings are distinct values.
+_ENTRIES = st.one_of(
+    st.integers(-30, 30).map(str),
+    st.tuples(st.integers(1, 9), st.integers(2, 9))
+    .filter(lambda pair: math.gcd(*pair) == 1)
+    .map(lambda pair: f"\\frac{{{pair[0]}}}{{{pair[1]}}}"),
+    st.sampled_from([2, 3, 5, 6, 7, 8, 10]).map(lambda n: f"\\sqrt{{{n}}}"),
+)
+
+
+@st.composite
+def _permuted_ordered_answer(draw):
+    form = draw(st.sampled_from(sorted(_ORDERED_FORMS)))
+    size = 4 if form == "2x2 matrix" else draw(st.integers(2, 4))
+    entries = draw(st.lists(_ENTRIES, min_size=size, max_size=size, unique=True))
+    permuted = draw(st.permutations(entries).filter(lambda order: list(order) != entries))
+    build = _ORDERED_FORMS[form]
+    return build(entries, draw(st.sampled_from(_GAPS))), build(list(permuted), draw(st.sampled_from(_GAPS)))
+
+
+@given(case=_permuted_ordered_answer())
+@settings(max_examples=80, deadline=None)
+def test_permuted_ordered_answer_never_scores_one(case):
+    ground_truth, answer = case
+    result = score(f"\\boxed{{{answer}}}", ground_truth)
+    assert result["score"] == 0.0, (ground_truth, answer, result)
 
 
 @pytest.mark.parametrize(
