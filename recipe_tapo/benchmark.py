@@ -6,7 +6,7 @@
 A synthetic batch shaped like the paper's run: 128 prompts x 8 samples, wrong answers of
 `--wrong-tokens` tokens, half of the groups in the DCS band, so 4 constructions per eligible group.
 Timed per step: selection, parsing of every synthesis output, splicing (the wrong answer's rollout
-ids are given, as in the trainer), and advantages (OTS weights + the `tapo` estimator over the whole
+ids are given, as in the trainer), and advantages (lambda x OTS token factor + the `tapo` estimator over the whole
 batch). Building the synthesis prompts (which tokenises each whole prompt to enforce the budget) is
 timed and printed apart. The figure is the median over `--repeats` steps, in ms per construction.
 Without `--tokenizer`, the recipe's tiny byte-level BPE tokenizer is built in a temporary folder; a
@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from recipe_tapo.advantage import compute_ots_weights, compute_tapo_advantage
+from recipe_tapo.advantage import compute_constructed_token_factor, compute_tapo_advantage
 from recipe_tapo.config import TapoConfig
 from recipe_tapo.selection import select_candidate_pairs
 from recipe_tapo.splicing import splice_trajectory
@@ -62,11 +62,12 @@ def _synthesis_output(wrong: str, tokenizer: Any, rng: random.Random, mode: str)
     error_line = rng.randint(len(lines) // 3, 4 * len(lines) // 5)
     correction = "Wait, that product is wrong; let me recompute it carefully.\n"
     continuation = _reasoning_text(tokenizer, 1000, rng, final=57)
+    # The default reading (prefix_end=after_error): the erroneous step is kept, then reflected on.
     if mode == "anchor":
-        anchor = lines[error_line].split(",")[0]
+        anchor = lines[error_line].strip()
         blocks = f"<anchor>{anchor}</anchor>\n<reconstruction>\n{correction}{continuation}\n</reconstruction>"
     else:
-        prefix = "".join(lines[:error_line])
+        prefix = "".join(lines[: error_line + 1])
         blocks = f"<reconstruction>\n{prefix}{correction}{continuation}\n</reconstruction>"
     return f"<analysis>Step {error_line + 1} is wrong.</analysis>\n{blocks}"
 
@@ -142,17 +143,14 @@ def run(tokenizer: Any, args: argparse.Namespace) -> None:
         entropys = torch.rand(total_rows, args.response_length, generator=generator) * 2
 
         def advantages() -> torch.Tensor:
-            weights = compute_ots_weights(
-                old_log_probs, entropys, mask, is_constructed, config.ots.w_min, config.ots.w_max
-            )
-            token_weights = config.advantage.ref_loss_weight * weights
+            factor = compute_constructed_token_factor(old_log_probs, entropys, mask, is_constructed, config)
             return compute_tapo_advantage(
                 rewards,
                 mask,
                 index=index,
                 is_constructed=is_constructed,
-                token_weights=token_weights,
-                tapo_advantage=config.advantage,
+                constructed_token_factor=factor,
+                tapo_config=config,
             )[0]
 
         _, elapsed = _timed(advantages)

@@ -1,5 +1,6 @@
 """Decoupled advantages (DAE) and OTS weights: hand-computed values, GRPO equality, registry."""
 
+import inspect
 import math
 
 import numpy as np
@@ -8,8 +9,8 @@ import torch
 from verl.trainer.config import AlgoConfig
 from verl.trainer.ppo.core_algos import compute_grpo_outcome_advantage, get_adv_estimator_fn
 
-from recipe_tapo.advantage import compute_ots_weights, compute_tapo_advantage
-from recipe_tapo.config import AdvantageConfig
+from recipe_tapo.advantage import compute_constructed_token_factor, compute_ots_weights, compute_tapo_advantage
+from recipe_tapo.config import AdvantageConfig, OtsConfig, TapoConfig
 
 RESPONSE_LENGTH = 3
 
@@ -45,7 +46,7 @@ def _tapo(settings: AdvantageConfig = AdvantageConfig(), **arguments):
     arguments = (
         dict(token_level_rewards=REWARDS, response_mask=MASK, index=INDEX, is_constructed=CONSTRUCTED) | arguments
     )
-    advantages, returns = compute_tapo_advantage(**arguments, tapo_advantage=settings)
+    advantages, returns = compute_tapo_advantage(**arguments, tapo_config=TapoConfig(advantage=settings))
     assert advantages is returns
     return advantages
 
@@ -88,13 +89,13 @@ def test_lambda_scales_constructed_rows_only():
     assert torch.allclose(scaled[8:], 0.5 * base[8:])
 
 
-def test_token_weights_apply_per_token_to_constructed_rows_only():
+def test_token_factor_applies_per_token_to_constructed_rows_only():
     weights = torch.full((12, RESPONSE_LENGTH), 7.0)
     weights[8] = torch.tensor([0.1, 1.0, 2.0])
-    base, weighted = _tapo(), _tapo(AdvantageConfig(ref_loss_weight=0.5), token_weights=weights)
+    base, weighted = _tapo(), _tapo(AdvantageConfig(ref_loss_weight=0.5), constructed_token_factor=weights)
     assert torch.equal(weighted[:8], base[:8])
     assert torch.allclose(weighted[8], base[8] * torch.tensor([0.1, 1.0, 2.0]))
-    assert torch.allclose(weighted[9:], 7.0 * base[9:])  # token_weights carry lambda themselves
+    assert torch.allclose(weighted[9:], 7.0 * base[9:])  # the factor carries lambda itself
 
 
 def test_constructed_rows_never_change_the_original_groups():
@@ -145,8 +146,8 @@ def test_missing_index_and_bad_shapes_are_refused():
         compute_tapo_advantage(REWARDS, MASK)
     with pytest.raises(ValueError, match="is_constructed has shape"):
         _tapo(is_constructed=CONSTRUCTED[:5])
-    with pytest.raises(ValueError, match="token_weights has shape"):
-        _tapo(token_weights=torch.ones(12, 2))
+    with pytest.raises(ValueError, match="constructed_token_factor has shape"):
+        _tapo(constructed_token_factor=torch.ones(12, 2))
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -171,6 +172,104 @@ def test_registered_in_verl_and_callable_as_verl_calls_custom_estimators():
         token_level_rewards=REWARDS[:8], response_mask=MASK[:8], config=AlgoConfig(), index=INDEX[:8]
     )
     assert _row_values(advantages) == pytest.approx(ORIGINAL_EXPECTED, rel=1e-6)
+
+
+def test_original_rows_are_verl_grpo_bit_for_bit_whatever_the_ref_epsilon():
+    # tapo.advantage.epsilon is G_ref's; G_orig keeps GRPO's 1e-6 even with constructed rows present.
+    expected, _ = compute_grpo_outcome_advantage(REWARDS[:8], MASK[:8], INDEX[:8])
+    for epsilon in (1e-2, 0.5):
+        advantages = _tapo(AdvantageConfig(epsilon=epsilon))
+        assert torch.equal(advantages[:8], expected)
+        # ... while G_ref uses it: group a's constructions [1, 0] have std sqrt(1/2).
+        assert advantages[8, 0].item() == pytest.approx(0.5 / (math.sqrt(0.5) + epsilon), rel=1e-6)
+        # and so does a degenerate G_ref normalised with its G_orig's statistics.
+        assert advantages[10, 0].item() == pytest.approx(0.5 / (math.sqrt(1 / 3) + epsilon), rel=1e-6)
+
+
+def test_g_orig_epsilon_and_std_switch_follow_verl_grpo_arguments():
+    expected, _ = compute_grpo_outcome_advantage(REWARDS[:8], MASK[:8], INDEX[:8], epsilon=0.1)
+    assert torch.equal(_tapo(epsilon=0.1)[:8], expected)
+    no_std, _ = compute_grpo_outcome_advantage(REWARDS[:8], MASK[:8], INDEX[:8], norm_adv_by_std_in_grpo=False)
+    assert torch.equal(_tapo(norm_adv_by_std_in_grpo=False)[:8], no_std)
+    # verl's algorithm config, when given, decides.
+    assert torch.equal(_tapo(norm_adv_by_std_in_grpo=True, config=AlgoConfig(norm_adv_by_std_in_grpo=False))[:8], no_std)
+
+
+def test_dae_off_normalises_each_uid_over_its_original_and_constructed_rows():
+    union, _ = compute_grpo_outcome_advantage(REWARDS, MASK, INDEX)
+    for settings in (AdvantageConfig(decoupled=False), AdvantageConfig(decoupled=False, ref_group_scope="batch")):
+        advantages = _tapo(settings)
+        assert torch.equal(advantages, union)  # lambda 1: both kinds of row are exactly one GRPO group
+    # Group a = [1, 0, 0, 0, 1, 0]: mean 1/3, std sqrt(4/15); the originals change too (contamination).
+    std_a = math.sqrt(4 / 15)
+    assert _tapo(AdvantageConfig(decoupled=False))[0, 0].item() == pytest.approx((2 / 3) / (std_a + EPS), rel=1e-6)
+    halved = _tapo(AdvantageConfig(decoupled=False, ref_loss_weight=0.5))
+    assert torch.equal(halved[:8], union[:8]) and torch.allclose(halved[8:], 0.5 * union[8:])
+
+
+def test_the_estimator_signature_follows_verl_naming():
+    names = list(inspect.signature(compute_tapo_advantage).parameters)
+    assert names == [
+        "token_level_rewards",
+        "response_mask",
+        "index",
+        "epsilon",
+        "norm_adv_by_std_in_grpo",
+        "config",
+        "is_constructed",
+        "constructed_token_factor",
+        "tapo_config",
+        "kwargs",
+    ]
+    grpo = inspect.signature(compute_grpo_outcome_advantage).parameters
+    assert inspect.signature(compute_tapo_advantage).parameters["epsilon"].default == grpo["epsilon"].default
+
+
+# --- constructed token factor (lambda x OTS) -------------------------------------------------------
+OLD_LOG_PROBS = torch.tensor([[math.log(0.5), -5.0, -0.1, -1.0], [-3.0, -3.0, -3.0, -3.0]])
+ENTROPYS = torch.tensor([[math.log(2.0), 0.1, 3.0, 0.5], [0.0, 0.0, 0.0, 0.0]])
+FACTOR_MASK = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])
+
+
+@pytest.mark.parametrize("weight", [1.0, 0.5, 2.0])
+def test_constructed_token_factor_is_lambda_times_ots(weight):
+    config = TapoConfig(advantage=AdvantageConfig(ref_loss_weight=weight))
+    factor = compute_constructed_token_factor(OLD_LOG_PROBS, ENTROPYS, FACTOR_MASK, np.array([True, False]), config)
+    # OTS: exp(0) = 1; exp(-4.9) -> 0.01; exp(2.9) -> 10; padding 0. Original row: 1, padding 0.
+    assert factor[0].tolist() == pytest.approx([weight * 1.0, weight * 0.01, weight * 10.0, 0.0])
+    assert factor[1].tolist() == [1.0, 1.0, 0.0, 0.0]
+    assert factor.dtype == torch.float32
+
+
+def test_constructed_token_factor_with_ots_off_is_lambda():
+    config = TapoConfig(advantage=AdvantageConfig(ref_loss_weight=0.25), ots=OtsConfig(enable=False))
+    factor = compute_constructed_token_factor(OLD_LOG_PROBS, ENTROPYS, FACTOR_MASK, torch.tensor([True, False]), config)
+    assert factor.tolist() == [[0.25, 0.25, 0.25, 0.0], [1.0, 1.0, 0.0, 0.0]]
+
+
+def test_constructed_token_factor_uses_the_configured_clamps():
+    config = TapoConfig(ots=OtsConfig(w_min=0.7, w_max=0.9))
+    factor = compute_constructed_token_factor(
+        torch.tensor([[-1.0, 0.0]]), torch.tensor([[0.5, 0.0]]), torch.ones(1, 2), [True], config
+    )
+    assert factor[0].tolist() == pytest.approx([0.7, 0.9])
+
+
+def test_lambda_is_applied_exactly_once_through_the_factor():
+    config = TapoConfig(advantage=AdvantageConfig(ref_loss_weight=0.5))
+    generator = torch.Generator().manual_seed(0)
+    old_log_probs = -torch.rand(12, RESPONSE_LENGTH, generator=generator) * 3
+    entropys = torch.rand(12, RESPONSE_LENGTH, generator=generator)
+    factor = compute_constructed_token_factor(old_log_probs, entropys, MASK, CONSTRUCTED, config)
+    with_factor, _ = compute_tapo_advantage(
+        REWARDS, MASK, index=INDEX, is_constructed=CONSTRUCTED, constructed_token_factor=factor, tapo_config=config
+    )
+    unweighted = _tapo()  # lambda 1, no OTS
+    ots = compute_ots_weights(old_log_probs, entropys, MASK, CONSTRUCTED)
+    assert torch.equal(with_factor[:8], unweighted[:8])
+    assert torch.allclose(with_factor[8:], 0.5 * ots[8:] * unweighted[8:])
+    lambda_only, _ = compute_tapo_advantage(REWARDS, MASK, index=INDEX, is_constructed=CONSTRUCTED, tapo_config=config)
+    assert torch.allclose(lambda_only[8:], 0.5 * unweighted[8:])
 
 
 # --- OTS ----------------------------------------------------------------------------------------
