@@ -1,0 +1,317 @@
+"""The data-augmentation worker on rollout batches in verl's layout (no Ray, no trainer)."""
+
+import numpy as np
+import pytest
+import torch
+from verl import DataProto
+
+from recipe_tapo.config import TapoConfig
+from recipe_tapo.workers.augmentation import (
+    ATTEMPT,
+    CUT_TOKENS,
+    IS_CONSTRUCTED,
+    IS_PADDING,
+    ATTEMPT_STATUSES,
+    GeneratedText,
+    TrajectoryAugmenter,
+    build_constructed_rows,
+    build_padding_rows,
+    mark_original_rows,
+    question_text,
+    response_ids,
+)
+
+PROMPT_WIDTH, RESPONSE_WIDTH = 48, 64
+QUESTION = "What is 7 * 8 + 1?"
+RIGHT = "First, 7 * 8 = 56.\nThen 56 + 1 = 57.\nSo the answer is \\boxed{57}."
+WRONG = "First, 7 * 8 = 54.\nThen 54 + 1 = 55.\nSo the answer is \\boxed{55}."
+
+
+def _config(**sections) -> TapoConfig:
+    values = {
+        "selection": {"n_pos": 1, "n_neg": 1, "m_max": 4},
+        "splicing": {"min_prefix_tokens": 1},
+        "synthesis": {"max_prompt_tokens": 4096, "max_new_tokens": 256},
+    }
+    for name, overrides in sections.items():
+        values.setdefault(name, {}).update(overrides)
+    return TapoConfig.from_dict(values)
+
+
+def _rollout_batch(tokenizer, groups: list[list[str]], extra_eos: int | None = None) -> DataProto:
+    """Rows as verl holds them after the agent loop: left-padded prompts, right-padded responses
+    ending in EOS, rewards at the last response token, one uid per group."""
+    pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
+    prompts, responses, prompt_masks, response_masks, uids, raw, scores = [], [], [], [], [], [], []
+    for group, answers in enumerate(groups):
+        chat = [{"role": "user", "content": f"{QUESTION} (group {group})"}]
+        prompt_ids = tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=True)
+        prompt_ids = list(prompt_ids["input_ids"] if hasattr(prompt_ids, "keys") else prompt_ids)
+        for answer in answers:
+            ids = tokenizer.encode(answer, add_special_tokens=False) + [eos]
+            if extra_eos is not None:
+                ids[-1] = extra_eos
+            prompts.append([pad] * (PROMPT_WIDTH - len(prompt_ids)) + prompt_ids)
+            prompt_masks.append([0] * (PROMPT_WIDTH - len(prompt_ids)) + [1] * len(prompt_ids))
+            responses.append(ids + [pad] * (RESPONSE_WIDTH - len(ids)))
+            response_masks.append([1] * len(ids) + [0] * (RESPONSE_WIDTH - len(ids)))
+            uids.append(f"uid-{group}")
+            raw.append(chat)
+            scores.append(1.0 if "\\boxed{57}" in answer else 0.0)
+    prompts, responses = torch.tensor(prompts), torch.tensor(responses)
+    attention = torch.cat([torch.tensor(prompt_masks), torch.tensor(response_masks)], dim=1)
+    rm_scores = torch.zeros(len(scores), RESPONSE_WIDTH)
+    lengths = torch.tensor(response_masks).sum(-1) - 1
+    rm_scores[torch.arange(len(scores)), lengths] = torch.tensor(scores)
+    raw_prompts = np.empty(len(raw), dtype=object)
+    raw_prompts[:] = raw
+    return DataProto.from_dict(
+        tensors={
+            "prompts": prompts,
+            "responses": responses,
+            "response_mask": torch.tensor(response_masks),
+            "input_ids": torch.cat([prompts, responses], dim=1),
+            "attention_mask": attention,
+            "position_ids": torch.clip(torch.cumsum(attention, dim=-1) - 1, min=0),
+            "rollout_log_probs": -torch.rand(len(scores), RESPONSE_WIDTH),
+            "rm_scores": rm_scores,
+            "dummy_tensor": torch.zeros(len(scores), 1, dtype=torch.uint8),
+        },
+        non_tensors={
+            "uid": np.array(uids, dtype=object),
+            "raw_prompt": raw_prompts,
+            "data_source": np.array(["toy"] * len(uids), dtype=object),
+            "reward_model": np.array([{"ground_truth": "57"}] * len(uids), dtype=object),
+            "acc": np.array([score > 0 for score in scores]),
+        },
+        meta_info={"reward_extra_keys": ["acc"]},
+    )
+
+
+def _verbatim_writer(requests, timeout_s):
+    """Well-formed verbatim synthesis: the wrong answer's first line, its error, a reflection, the right ending."""
+    outputs = []
+    for request in requests:
+        first_line = request.wrong.split("\n")[0]
+        reconstruction = f"{first_line}\nWait, 7 * 8 is 56, not 54. Then 56 + 1 = 57.\nSo the answer is \\boxed{{57}}."
+        text = f"<analysis>7 * 8 was miscomputed.</analysis>\n<reconstruction>\n{reconstruction}\n</reconstruction>"
+        outputs.append(GeneratedText(text=text, num_tokens=len(text) // 3))
+    return outputs
+
+
+def _score(tokenizer):
+    def score(rows: DataProto):
+        scores = torch.zeros(len(rows), RESPONSE_WIDTH)
+        acc = []
+        for row in range(len(rows)):
+            ids = response_ids(rows, row, [tokenizer.eos_token_id])
+            correct = "\\boxed{57}" in tokenizer.decode(ids)
+            scores[row, int(rows.batch["response_mask"][row].sum()) - 1] = float(correct)
+            acc.append(correct)
+        return scores, {"acc": np.array(acc)}
+
+    return score
+
+
+def _augmenter(tokenizer, config=None, writer=_verbatim_writer):
+    return TrajectoryAugmenter(
+        config or _config(),
+        tokenizer,
+        response_length=RESPONSE_WIDTH,
+        eos_token_ids=[tokenizer.eos_token_id],
+        text_source=writer,
+        score_fn=_score(tokenizer),
+    )
+
+
+GROUPS = [[RIGHT, WRONG, WRONG, RIGHT], [RIGHT] * 4, [WRONG, RIGHT, WRONG, WRONG]]
+
+
+def test_rebuilding_a_rollout_row_from_its_own_response_gives_the_same_row(tapo_tokenizer):
+    batch = _rollout_batch(tapo_tokenizer, GROUPS)
+    own = [batch.batch["responses"][row][batch.batch["response_mask"][row].bool()].tolist() for row in range(3)]
+    rebuilt = build_constructed_rows(batch, [0, 1, 2], own, pad_token_id=tapo_tokenizer.pad_token_id)
+    for key in ("prompts", "responses", "response_mask", "input_ids", "attention_mask", "position_ids", "dummy_tensor"):
+        assert torch.equal(rebuilt.batch[key], batch.batch[key][:3]), key
+    assert list(rebuilt.non_tensor_batch["uid"]) == list(batch.non_tensor_batch["uid"][:3])
+    assert rebuilt.non_tensor_batch[IS_CONSTRUCTED].all()
+
+
+def test_constructions_keep_the_wrong_answers_own_ids_then_reflect_then_correct(tapo_tokenizer):
+    batch = _rollout_batch(tapo_tokenizer, GROUPS)
+    result = _augmenter(tapo_tokenizer).augment(batch, step=3)
+    wrong_rows = [1, 2, 8, 10, 11]  # every wrong row of the two mixed groups (m_max 4, n_neg 1)
+    assert result.metrics["tapo/pairs"] == len(wrong_rows)
+    assert result.metrics["tapo/eligible_groups"] == 2
+    rows = result.rows
+    assert len(rows) == len(wrong_rows) == result.metrics["tapo/constructed_rows"]
+    eos = tapo_tokenizer.eos_token_id
+    for position in range(len(rows)):
+        record = result.records[int(rows.non_tensor_batch[ATTEMPT][position])]
+        ids = rows.batch["responses"][position][rows.batch["response_mask"][position].bool()].tolist()
+        assert ids == record["token_ids"] and ids[-1] == eos
+        cut = record["cut_tokens"]
+        assert cut == rows.non_tensor_batch[CUT_TOKENS][position] > 0
+        assert ids[:cut] == record["wrong_ids"][:cut]
+        text = tapo_tokenizer.decode(ids[:-1])
+        # Own reasoning up to and including the mistake, then the reflection on it.
+        assert text.startswith("First, 7 * 8 = 54.\nWait, 7 * 8 is 56, not 54.")
+        assert record["reward"] == 1.0 and record["acc"] is True
+        assert record["orig_rewards"] == [1.0, 0.0, 0.0, 1.0] if record["uid"] == "uid-0" else [0.0, 1.0, 0.0, 0.0]
+        assert rows.non_tensor_batch["uid"][position] == record["uid"]
+        assert torch.equal(rows.batch["prompts"][position], batch.batch["prompts"][0 if record["uid"] == "uid-0" else 8])
+    assert rows.batch["rm_scores"].sum() == len(rows)
+    assert list(rows.non_tensor_batch["acc"]) == [True] * len(rows)
+    assert result.metrics["tapo/parse_rate"] == 1.0 and result.metrics["tapo/splice_rate"] == 1.0
+    assert result.metrics["tapo/constructed_acc"] == 1.0
+
+
+def test_the_draw_depends_only_on_seed_and_step(tapo_tokenizer):
+    batch = _rollout_batch(tapo_tokenizer, [[RIGHT, WRONG, WRONG, WRONG, RIGHT, WRONG]])
+    config = _config(selection={"m_max": 2})
+
+    def chosen(step):
+        records = _augmenter(tapo_tokenizer, config).augment(batch, step).records
+        return tuple((record["wrong_row"], record["right_row"]) for record in records)
+
+    assert chosen(5) == chosen(5)
+    draws = {chosen(step) for step in range(8)}
+    assert len(draws) > 1
+
+
+def test_unparsable_and_failed_requests_are_counted_by_reason(tapo_tokenizer):
+    batch = _rollout_batch(tapo_tokenizer, GROUPS)
+    answers = iter(
+        [
+            GeneratedText("no tags at all", 4),
+            None,
+            GeneratedText("<analysis>x</analysis><reconstruction></reconstruction>", 9),
+            GeneratedText("", 0),
+            GeneratedText("<reconstruction>Something else entirely \\boxed{57}</reconstruction>", 12),
+        ]
+    )
+    result = _augmenter(tapo_tokenizer, writer=lambda requests, timeout: [next(answers) for _ in requests]).augment(
+        batch, step=0
+    )
+    assert result.rows is None
+    statuses = [record["status"] for record in result.records]
+    assert statuses == [
+        "missing_reconstruction",
+        "request_failed",
+        "empty_reconstruction",
+        "empty_output",
+        "prefix_too_short",
+    ]
+    metrics = result.metrics
+    assert metrics["tapo/parse_fail/missing_reconstruction"] == 1
+    assert metrics["tapo/parse_fail/empty_output"] == 1
+    assert metrics["tapo/fail/request_failed"] == 1
+    assert metrics["tapo/splice_fail/prefix_too_short"] == 1
+    assert metrics["tapo/parse_rate"] == pytest.approx(1 / 4)
+    assert metrics["tapo/constructed_rows"] == 0
+    assert set(ATTEMPT_STATUSES) >= set(statuses)
+
+
+def test_keep_correct_only_drops_wrong_constructions(tapo_tokenizer):
+    batch = _rollout_batch(tapo_tokenizer, GROUPS)
+
+    def half_wrong(requests, timeout_s):
+        outputs = _verbatim_writer(requests, timeout_s)
+        return [
+            GeneratedText(output.text.replace("boxed{57}", "boxed{58}"), output.num_tokens) if index % 2 else output
+            for index, output in enumerate(outputs)
+        ]
+
+    kept = _augmenter(tapo_tokenizer, _config(scoring={"keep": "correct_only"}), half_wrong).augment(batch, 0)
+    every = _augmenter(tapo_tokenizer, _config(scoring={"keep": "all"}), half_wrong).augment(batch, 0)
+    assert len(every.rows) == 5 and len(kept.rows) == 3
+    assert [record["status"] for record in kept.records].count("dropped_incorrect") == 2
+    assert kept.rows.batch["rm_scores"].sum() == 3
+    assert every.metrics["tapo/constructed_acc"] == pytest.approx(3 / 5)
+
+
+def test_a_failing_text_source_fails_the_round(tapo_tokenizer):
+    def broken(requests, timeout_s):
+        raise TimeoutError("synthesis round took too long")
+
+    with pytest.raises(TimeoutError):
+        _augmenter(tapo_tokenizer, writer=broken).augment(_rollout_batch(tapo_tokenizer, GROUPS), 0)
+
+
+def test_one_bad_attempt_does_not_stop_the_others(tapo_tokenizer, monkeypatch):
+    import recipe_tapo.workers.augmentation as augmentation
+
+    real = augmentation.splice_trajectory
+    calls = []
+
+    def splice_failing_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("unexpected")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(augmentation, "splice_trajectory", splice_failing_once)
+    result = _augmenter(tapo_tokenizer).augment(_rollout_batch(tapo_tokenizer, GROUPS), 0)
+    assert [record["status"] for record in result.records].count("error") == 1
+    assert len(result.rows) == 4
+
+
+def test_synthesis_prompts_carry_no_special_token_from_a_response(tapo_tokenizer):
+    im_start = tapo_tokenizer.convert_tokens_to_ids("<|im_start|>")
+    wrong_ids = tapo_tokenizer.encode(WRONG, add_special_tokens=False)
+    # A response with a special token in its middle, and one spelling it in ordinary characters.
+    polluted = tapo_tokenizer.decode(wrong_ids[:5] + [im_start] + wrong_ids[5:]) + "<|im_start|>"
+    batch = _rollout_batch(tapo_tokenizer, [[RIGHT, polluted]])
+    seen = []
+
+    def recording(requests, timeout_s):
+        seen.extend(requests)
+        return _verbatim_writer(requests, timeout_s)
+
+    _augmenter(tapo_tokenizer, writer=recording).augment(batch, 0)
+    (request,) = seen
+    template_only = tapo_tokenizer.apply_chat_template(
+        request.messages, add_generation_prompt=True, tokenize=True
+    )
+    template_only = list(template_only["input_ids"] if hasattr(template_only, "keys") else template_only)
+    assert request.prompt_ids == template_only
+    assert request.prompt_ids.count(im_start) == 2  # the user turn and the assistant turn of the template
+    assert "<|im_start|>" not in request.wrong
+
+
+def test_trailing_eos_of_any_id_is_stripped(tapo_tokenizer):
+    other_eos = tapo_tokenizer.pad_token_id
+    batch = _rollout_batch(tapo_tokenizer, [[WRONG]], extra_eos=other_eos)
+    ids = tapo_tokenizer.encode(WRONG, add_special_tokens=False)
+    assert response_ids(batch, 0, [tapo_tokenizer.eos_token_id, other_eos]) == ids
+    assert response_ids(batch, 0, [tapo_tokenizer.eos_token_id]) == ids + [other_eos]
+
+
+def test_padding_rows_take_no_part_in_the_loss(tapo_tokenizer):
+    batch = _rollout_batch(tapo_tokenizer, GROUPS)
+    padding = build_padding_rows(batch, 3, tapo_tokenizer.pad_token_id)
+    assert len(padding) == 3
+    assert padding.batch["response_mask"].sum() == 0 and padding.batch["rm_scores"].sum() == 0
+    assert padding.batch["attention_mask"].sum(dim=-1).tolist() == [2, 2, 2]
+    assert padding.non_tensor_batch[IS_PADDING].all() and not padding.non_tensor_batch[IS_CONSTRUCTED].any()
+    assert len(set(padding.non_tensor_batch["uid"])) == 3
+    assert not set(padding.non_tensor_batch["uid"]) & set(batch.non_tensor_batch["uid"])
+    mark_original_rows(batch)
+    joined = DataProto.concat([batch, padding])  # same columns: verl can concatenate them
+    assert len(joined) == len(batch) + 3
+
+
+def test_the_question_is_the_last_user_turn():
+    chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2+2?"}]
+    assert question_text(chat) == "What is 2+2?"
+    assert question_text(np.array(chat, dtype=object)) == "What is 2+2?"
+    with pytest.raises(ValueError, match="no user turn"):
+        question_text([{"role": "system", "content": "x"}])
+
+
+def test_response_width_bounds_constructions(tapo_tokenizer):
+    batch = _rollout_batch(tapo_tokenizer, GROUPS)
+    config = _config(splicing={"max_response_length": 20})
+    result = _augmenter(tapo_tokenizer, config).augment(batch, 0)
+    assert result.rows is None
+    assert {record["status"] for record in result.records} == {"too_long"}
