@@ -1,14 +1,15 @@
 """Build TAPO trajectories offline from saved synthesis outputs, for users and for inspection.
 
     python -m recipe_tapo.construct --tokenizer DIR --input IN.jsonl --output OUT.jsonl \\
-        [--mode verbatim|anchor] [--min-prefix-tokens N] [--min-prefix-fraction F] \\
-        [--max-length N] [--line-boundary] [--final-answer-marker TEXT]
+        [--mode verbatim|anchor] [--prefix-end after_error|before_error] [--full-reconstruction] \\
+        [--min-prefix-tokens N] [--min-prefix-fraction F] [--max-length N] [--line-boundary] \\
+        [--final-answer-marker TEXT]
 
 Each input line is a JSON object with the texts `wrong` (the wrong answer y-) and `synthesis` (the
 model's raw synthesis output), optionally `prompt`, `right` (carried for the user's reference only),
 `ground_truth` (then the trajectory is scored with `recipe_tapo.reward.math_reward`) and
 `data_source`. Each output line answers the input line at the same position (blank lines are
-skipped) with:
+skipped; a line that is not valid UTF-8 or not JSON gives an "invalid_row" record) with:
 
     status          "ok", or why not: a parse reason (missing_reconstruction, ...), a splice reason
                     (no_departure, prefix_too_short, ...), "invalid_row" or "error" (with `error`)
@@ -21,29 +22,33 @@ skipped) with:
     reward, acc, pred   when `ground_truth` is given and status is ok (else null)
 
 On a failed row the fields computed before the failing check are kept for inspection: filter on
-`status`. A bad row never stops the others; the exit status is 0 unless the files or the tokenizer
-cannot be opened.
+`status`. A bad row never stops the others (input is read as bytes and output written as ASCII
+JSON through `recipe_tapo.textio`, so no byte and no string, lone surrogates included, can end the
+run); the exit status is 0 unless the files or the tokenizer cannot be opened.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
-import json
 import sys
 from typing import Any
 
-from recipe_tapo.config import SYNTHESIS_MODES, SplicingConfig
+from recipe_tapo.config import PREFIX_ENDS, SYNTHESIS_MODES, SplicingConfig, SynthesisConfig, TapoConfig
 from recipe_tapo.splicing import splice_trajectory
 from recipe_tapo.synthesis import parse_synthesis_output
+from recipe_tapo.textio import iter_json_lines, write_json_line
 
 REQUIRED_TEXT_FIELDS = ("wrong", "synthesis")
 OPTIONAL_TEXT_FIELDS = ("prompt", "right", "ground_truth", "data_source")
 DEFAULT_DATA_SOURCE = "tapo_construct"
 
 
-def construct_row(row: Any, tokenizer: Any, mode: str, config: SplicingConfig) -> dict[str, Any]:
-    """One output record for one decoded input line (see the module docstring)."""
+def construct_row(
+    row: Any, tokenizer: Any, mode: str, config: SplicingConfig, prefix_end: str = "after_error"
+) -> dict[str, Any]:
+    """One output record for one decoded input line (see the module docstring); `prefix_end` is
+    the reading the synthesis prompt asked for (`tapo.synthesis.prefix_end`)."""
     problem = _invalid_row_problem(row)
     if problem:
         return _record("invalid_row", error=problem)
@@ -51,7 +56,7 @@ def construct_row(row: Any, tokenizer: Any, mode: str, config: SplicingConfig) -
     if not parsed.ok:
         return _record(parsed.failure.value)
     wrong_ids = tokenizer.encode(row["wrong"], add_special_tokens=False)
-    spliced = splice_trajectory(row["wrong"], wrong_ids, parsed, tokenizer, config)
+    spliced = splice_trajectory(row["wrong"], wrong_ids, parsed, tokenizer, config, prefix_end=prefix_end)
     record = _record(
         spliced.failure.value if spliced.failure else "ok",
         trajectory=spliced.text,
@@ -116,6 +121,18 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--mode", choices=SYNTHESIS_MODES, default="verbatim", help="synthesis format (default verbatim)"
     )
     parser.add_argument(
+        "--prefix-end",
+        choices=PREFIX_ENDS,
+        default="after_error",
+        help="where the kept prefix ends, as the synthesis prompt asked (anchor mode: after the quoted step, "
+        "or where it begins; default after_error)",
+    )
+    parser.add_argument(
+        "--full-reconstruction",
+        action="store_true",
+        help="the paper's ablation: train the whole reconstruction, none of the wrong answer's ids (verbatim only)",
+    )
+    parser.add_argument(
         "--min-prefix-tokens",
         type=int,
         default=defaults.min_prefix_tokens,
@@ -150,25 +167,27 @@ def main(argv: list[str] | None = None) -> int:
             cut_at_line_boundary=args.line_boundary,
             final_answer_marker=args.final_answer_marker,
             max_response_length=args.max_length,
+            full_reconstruction=args.full_reconstruction,
         )
+        # The same refusals as at training start-up (e.g. full reconstruction with anchor output).
+        TapoConfig(synthesis=SynthesisConfig(mode=args.mode, prefix_end=args.prefix_end), splicing=config)
     except ValueError as error:
         raise SystemExit(f"error: {error}") from error
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
     counts: collections.Counter[str] = collections.Counter()
-    with open(args.input, encoding="utf-8") as source, open(args.output, "w", encoding="utf-8") as sink:
-        for line in source:
-            if not line.strip():
-                continue
-            try:
-                record = construct_row(json.loads(line), tokenizer, args.mode, config)
-            except json.JSONDecodeError as error:
-                record = _record("invalid_row", error=f"not JSON: {error}")
-            except Exception as error:  # noqa: BLE001  a bad row must not stop the others
-                record = _record("error", error=f"{type(error).__name__}: {error}")
+    with open(args.output, "w", encoding="utf-8") as sink:
+        for line in iter_json_lines(args.input):
+            if not line.ok:
+                record = _record("invalid_row", error=line.error)
+            else:
+                try:
+                    record = construct_row(line.value, tokenizer, args.mode, config, prefix_end=args.prefix_end)
+                except Exception as error:  # noqa: BLE001  a bad row must not stop the others
+                    record = _record("error", error=f"{type(error).__name__}: {error}")
             counts[record["status"]] += 1
-            sink.write(json.dumps(record, ensure_ascii=False) + "\n")
+            write_json_line(sink, record)
     print(" ".join(f"{status}={count}" for status, count in sorted(counts.items())) or "no rows", file=sys.stderr)
     return 0
 

@@ -80,18 +80,52 @@ def test_options_reach_the_splicer(tmp_path, tapo_tokenizer_dir):
         '<analysis>x</analysis><anchor>"Then 54 + 1"</anchor>'
         "<reconstruction>Wait, 56 + 1 = 57, \\boxed{57}.</reconstruction>"
     )
-    _, sink, argv = _run(
-        tmp_path,
-        [_row(synthesis=anchor_output)],
-        "--tokenizer",
-        tapo_tokenizer_dir,
-        "--mode",
-        "anchor",
-        "--min-prefix-tokens",
-        "1",
-    )
+    expected = {
+        # default: y- kept up to the end of the quoted step, which the reflection follows
+        "after_error": "First, 7 * 8 = 54.\nThen 54 + 1 Wait, 56 + 1 = 57, \\boxed{57}.",
+        "before_error": "First, 7 * 8 = 54.\nWait, 56 + 1 = 57, \\boxed{57}.",
+    }
+    for prefix_end, trajectory in expected.items():
+        options = ["--mode", "anchor", "--min-prefix-tokens", "1", "--prefix-end", prefix_end]
+        _, sink, argv = _run(tmp_path, [_row(synthesis=anchor_output)], "--tokenizer", tapo_tokenizer_dir, *options)
+        assert main(argv) == 0
+        assert _records(sink)[0]["trajectory"] == trajectory
+
+
+def test_full_reconstruction_flag(tmp_path, tapo_tokenizer_dir, tapo_tokenizer):
+    _, sink, argv = _run(tmp_path, [_row()], "--tokenizer", tapo_tokenizer_dir, "--full-reconstruction")
     assert main(argv) == 0
-    assert _records(sink)[0]["trajectory"] == "First, 7 * 8 = 54.\nWait, 56 + 1 = 57, \\boxed{57}."
+    record = _records(sink)[0]
+    assert record["status"] == "ok" and record["cut_tokens"] == 0 and record["trajectory"] == RECON
+    assert record["token_ids"] == tapo_tokenizer.encode(RECON, add_special_tokens=False) + [tapo_tokenizer.eos_token_id]
+    _, _, argv = _run(tmp_path, [_row()], "--tokenizer", tapo_tokenizer_dir, "--full-reconstruction", "--mode", "anchor")
+    with pytest.raises(SystemExit, match="full_reconstruction=true needs tapo.synthesis.mode=verbatim"):
+        main(argv)
+
+
+def test_a_line_that_is_not_utf8_is_one_invalid_row(tmp_path, tapo_tokenizer_dir, capsys):
+    source, sink = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    good = _row().encode("utf-8")
+    source.write_bytes(good + b"\n" + b'{"wrong": "7 \xff\xfe", "synthesis": "x"}\n' + good + b"\n")
+    argv = ["--tokenizer", tapo_tokenizer_dir, "--min-prefix-tokens", "1", "--input", str(source), "--output", str(sink)]
+    assert main(argv) == 0
+    records = _records(sink)
+    assert [record["status"] for record in records] == ["ok", "invalid_row", "ok"]
+    assert "line 2 is not valid UTF-8" in records[1]["error"]
+    assert "invalid_row=1 ok=2" in capsys.readouterr().err
+
+
+def test_a_lone_surrogate_in_model_text_is_written_and_the_run_goes_on(tmp_path, tapo_tokenizer_dir):
+    lonely = "<analysis>7 * 8 is 56 \ud800</analysis>\n<reconstruction>\n" + RECON + "\n</reconstruction>"
+    lines = [_row(synthesis=lonely), _row(), _row(wrong=WRONG + " \udfff", synthesis=lonely), _row()]
+    _, sink, argv = _run(tmp_path, lines, "--tokenizer", tapo_tokenizer_dir, "--min-prefix-tokens", "1")
+    assert main(argv) == 0
+    records = _records(sink)
+    assert len(records) == 4
+    assert records[0]["status"] == "ok" and records[0]["analysis"] == "7 * 8 is 56 \ud800"
+    assert records[1]["status"] == records[3]["status"] == "ok"
+    assert records[2]["status"] in {"ok", "error"}  # the tokenizer may refuse the surrogate: one row, not the run
+    sink.read_bytes().decode("ascii")  # written as escapes
 
 
 def test_invalid_options_are_refused(tmp_path, tapo_tokenizer_dir):
