@@ -75,9 +75,17 @@ def judge_answer(
     verifier_memory_mb: int = DEFAULT_VERIFIER_MEMORY_MB,
 ) -> tuple[bool, str]:
     """(equivalent, reason) for an extracted answer against the ground truth, within `timeout` s."""
-    started = time.monotonic()
     gold = normalize_answer(ground_truth, strip_variable=False)
     guess = normalize_answer(pred, strip_variable=not is_equation(gold))
+    return _judge_normalized(
+        guess, gold, timeout=timeout, verifier_processes=verifier_processes, verifier_memory_mb=verifier_memory_mb
+    )
+
+
+def _judge_normalized(
+    guess: str, gold: str, *, timeout: float, verifier_processes: int, verifier_memory_mb: int
+) -> tuple[bool, str]:
+    started = time.monotonic()
     gold_key, guess_key = comparison_key(gold), comparison_key(guess)
     if not guess_key:
         return False, "empty_answer"
@@ -139,15 +147,16 @@ def compute_score(
         return _result(False, pred, "no_ground_truth")
     if len(pred) > max_answer_chars:
         return _result(False, pred, "answer_too_long")  # not normalised: it may be anything
-    equal, reason = judge_answer(
-        pred,
+    gold = normalize_answer(gold, strip_variable=False)
+    guess = normalize_answer(pred, strip_variable=not is_equation(gold))
+    equal, reason = _judge_normalized(
+        guess,
         gold,
         timeout=timeout - (time.monotonic() - started),
         verifier_processes=verifier_processes,
         verifier_memory_mb=verifier_memory_mb,
     )
-    strip_variable = not is_equation(normalize_answer(gold, strip_variable=False))
-    return _result(equal, normalize_answer(pred, strip_variable=strip_variable), reason)
+    return _result(equal, guess, reason)
 
 
 def _result(equal: bool, pred: str, reason: str) -> dict:
