@@ -88,6 +88,11 @@ class SynthesisConfig:
     max_new_tokens: int = 4096
     # A synthesis round slower than this (seconds) is abandoned; the step then stays plain GRPO.
     timeout_s: float = 600.0
+    # Who writes the synthesis outputs: None = the policy, through the run's rollout servers; else
+    # the dotted name of a class built as cls(trainer_config, tokenizer) and called with
+    # (requests, timeout_s) (recipe_tapo.workers.augmentation.SynthesisTextSource), e.g. a
+    # programmatic teacher for a toy task.
+    text_source: str | None = None
 
     def __post_init__(self) -> None:
         _require_choice(self.mode, SYNTHESIS_MODES, "synthesis.mode")
