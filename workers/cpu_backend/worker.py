@@ -3,19 +3,18 @@
 Two things stop verl 0.9.1's `ActorRolloutRefWorker` on CPU, each cleared here through an extension
 point verl designed for it, not by patching verl:
 
-- `TrainingWorker.__init__` builds the process-group backend as ``"cpu:gloo,<device>:<backend>"``;
-  with device ``cpu`` that is ``"cpu:gloo,cpu:gloo"``, which torch rejects (duplicate device). The
-  worker classes are class attributes of `ActorRolloutRefWorker` (`actor_worker_cls`,
-  `ref_worker_cls`); ours joins a plain gloo group first, after which verl's own call is a no-op.
+- `TrainingWorker.__init__` calls verl's `initialize_global_process_group_ray()` with no backend,
+  which builds ``"cpu:gloo,<device>:<backend>"``; with device ``cpu`` that is ``"cpu:gloo,cpu:gloo"``,
+  which torch rejects (duplicate device). The worker classes are class attributes of
+  `ActorRolloutRefWorker` (`actor_worker_cls`, `ref_worker_cls`); ours first calls the same verl
+  function with its public ``backend="gloo"`` argument. verl's own call then finds the group
+  initialised and skips (verl 0.9.1 checks `torch.distributed.is_initialized()` first; no argument
+  of `TrainingWorker` reaches that call, so this reliance is listed in README).
 - The FSDP engines are registered for devices ``cuda`` and ``npu`` only; `EngineRegistry.register`
   adds the same classes for ``cpu``.
 """
 
-import os
-from datetime import timedelta
-
-import torch.distributed
-
+from verl.utils.distributed import initialize_global_process_group_ray
 from verl.workers.engine import EngineRegistry
 from verl.workers.engine.fsdp.transformer_impl import FSDPEngineWithLMHead, FSDPEngineWithValueHead
 from verl.workers.engine_workers import ActorRolloutRefWorker, TrainingWorker
@@ -28,16 +27,10 @@ EngineRegistry.register(model_type="value_model", backend=["fsdp", "fsdp2"], dev
 def init_gloo_process_group() -> None:
     """Join the worker group's default process group with the gloo backend (idempotent).
 
-    RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT are set by verl's `Worker.__init__`.
+    verl's own initialiser, with its `backend` argument: RANK, WORLD_SIZE, MASTER_ADDR and
+    MASTER_PORT come from the environment verl's `Worker.__init__` sets, the timeout is verl's.
     """
-    if torch.distributed.is_initialized():
-        return
-    torch.distributed.init_process_group(
-        backend="gloo",
-        rank=int(os.environ["RANK"]),
-        world_size=int(os.environ["WORLD_SIZE"]),
-        timeout=timedelta(minutes=30),
-    )
+    initialize_global_process_group_ray(timeout_second=None, backend="gloo")
 
 
 class GlooTrainingWorker(TrainingWorker):
