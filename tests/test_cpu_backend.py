@@ -219,3 +219,62 @@ def test_weight_sync_with_missing_parameters_is_refused(server):
 def test_log_probs_omitted_unless_asked(server):
     out = asyncio.run(server.generate([1, 2, 3], {"max_tokens": 3}, request_id="r"))
     assert out.log_probs is None and 1 <= len(out.token_ids) <= 3
+
+
+def test_worker_joins_gloo_through_verls_initialiser_and_verls_own_call_then_skips():
+    """verl's `TrainingWorker.__init__` calls `initialize_global_process_group_ray()` with no backend,
+    which on CPU builds "cpu:gloo,cpu:gloo" (refused by torch). The CPU worker first calls the same
+    function with `backend="gloo"`; verl's call must then find the group and skip."""
+    code = (
+        "import os, socket\n"
+        "s = socket.socket(); s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]; s.close()\n"
+        "os.environ.update(RANK='0', WORLD_SIZE='1', MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))\n"
+        "import verl, torch.distributed as dist\n"
+        "from verl.utils.distributed import initialize_global_process_group_ray\n"
+        "try:\n"
+        "    initialize_global_process_group_ray(timeout_second=None)\n"
+        "    print('verl alone: ok')\n"
+        "except ValueError:\n"
+        "    print('verl alone: refused')\n"
+        "from recipe_tapo.workers.cpu_backend.worker import init_gloo_process_group\n"
+        "init_gloo_process_group()\n"
+        "initialize_global_process_group_ray(timeout_second=None)  # as TrainingWorker.__init__ calls it\n"
+        "print(dist.get_backend())\n"
+    )
+    env = {**os.environ, "VERL_PLATFORM": "cpu"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.strip().splitlines()
+    assert "verl alone: refused" in lines  # why the worker must come first
+    assert lines[-1].strip() == "gloo"
+
+
+def test_worker_uses_verls_public_initialiser(monkeypatch):
+    from recipe_tapo.workers.cpu_backend import worker
+
+    calls = []
+    monkeypatch.setattr(worker, "initialize_global_process_group_ray", lambda **kwargs: calls.append(kwargs))
+    worker.init_gloo_process_group()
+    assert calls == [{"timeout_second": None, "backend": "gloo"}]
+
+
+def test_readme_lists_every_verl_internal_the_cpu_backend_touches():
+    """Private verl names (and behaviour relied on) that a verl upgrade may move: README must name each."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    backend = "".join(path.read_text() for path in (root / "workers" / "cpu_backend").glob("*.py"))
+    main = (root / "recipe_tapo" / "main.py").read_text()
+    readme = (root / "README.md").read_text()
+    internals = readme[readme.index("verl internals this touches"):]
+    for name, used in [
+        ("_ROLLOUT_REGISTRY", backend),
+        ("actor_worker_cls", backend),
+        ("ref_worker_cls", backend),
+        ("_server_handle", backend),
+        ("_server_address", backend),
+        ("initialize_global_process_group_ray", backend),
+        ("__ray_actor_class__", main),
+    ]:
+        assert name in used, f"{name} no longer used: drop it from this list and README"
+        assert name in internals, f"README's list of verl internals omits {name}"
