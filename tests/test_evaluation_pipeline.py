@@ -10,6 +10,7 @@ from recipe_tapo.data.rows import make_row
 from recipe_tapo.evaluation import evaluate
 from recipe_tapo.evaluation.sampling import sample_and_score
 from recipe_tapo.generation import SamplingSettings
+from recipe_tapo.textio import iter_json_lines
 
 
 class ScriptedGenerator:
@@ -104,3 +105,122 @@ def test_evaluate_end_to_end_on_the_tiny_model(tiny_assets, tmp_path):
     samples = [json.loads(line) for line in open(tmp_path / "samples.jsonl")]
     assert len(samples) == 12 and {s["benchmark"] for s in samples} == {"tiny_arithmetic"}
     assert "| tiny_arithmetic |" in (tmp_path / "eval_results.md").read_text()
+
+
+class ModelText(list):
+    """What a generator returns for one response, carrying the exact text the model wrote."""
+
+    def __init__(self, text):
+        super().__init__([0])
+        self.text = text
+
+
+class RawTextTokenizer:
+    """The tiny tokenizer, except that a `ModelText` decodes to its text, whatever string that is."""
+
+    def __init__(self, tokenizer):
+        self._tokenizer = tokenizer
+
+    def decode(self, ids, **kwargs):
+        return ids.text if isinstance(ids, ModelText) else self._tokenizer.decode(ids, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._tokenizer, name)
+
+
+class TextGenerator:
+    """A generator that returns, per prompt, the given strings as the model's responses."""
+
+    def __init__(self, texts_per_prompt):
+        self.texts = texts_per_prompt
+
+    def generate(self, prompt_ids, settings):
+        assert len(prompt_ids) == len(self.texts)
+        return [[ModelText(text) for text in texts[: settings.n]] for texts in self.texts]
+
+
+@pytest.fixture
+def model_writes(monkeypatch, tokenizer):
+    """Route evaluate's and the filter's generation to `TextGenerator(texts)`: call with the texts."""
+    import transformers
+
+    class Auto:
+        @staticmethod
+        def from_pretrained(*args, **kwargs):
+            return RawTextTokenizer(tokenizer)
+
+    monkeypatch.setattr(transformers, "AutoTokenizer", Auto)
+
+    def use(texts_per_prompt):
+        generator = TextGenerator(texts_per_prompt)
+        monkeypatch.setattr(evaluate, "generator_from_args", lambda *a: generator)
+        monkeypatch.setattr(difficulty_filter, "generator_from_args", lambda *a: generator)
+
+    return use
+
+
+LONE_SURROGATES = ["\ud800 so \\boxed{7}", "\udfff", "\\boxed{\udc80}"]
+
+
+def test_evaluation_keeps_and_counts_responses_that_are_not_valid_text(model_writes, tiny_assets, tmp_path):
+    source = tmp_path / "bench.parquet"
+    pd.DataFrame([make_row("aime2024", "What is 3 + 4?", "7", "test", 0, "p0")]).to_parquet(source, index=False)
+    model_writes([LONE_SURROGATES + ["fine: \\boxed{7}"]])
+    report = evaluate.main(["--model", tiny_assets["model"], "--data", str(source), "--out-dir", str(tmp_path),
+                            "--n", "4", "--k", "1"])
+    lines = list(iter_json_lines(str(tmp_path / "samples.jsonl")))
+    assert all(line.ok for line in lines)
+    assert [line.value["response"] for line in lines] == LONE_SURROGATES + ["fine: \\boxed{7}"]
+    assert [line.value["correct"] for line in lines] == [True, False, False, True]
+    assert report["settings"]["bad_responses"] == {"invalid_unicode": 3}
+    assert json.loads((tmp_path / "eval_results.json").read_text())["settings"]["bad_responses"] == {
+        "invalid_unicode": 3}
+
+
+def test_filter_survives_any_model_text_and_a_reward_that_raises(model_writes, tiny_assets, tmp_path, monkeypatch):
+    from recipe_tapo.reward import math_reward
+
+    score = math_reward.compute_score
+
+    def raising_on_one_text(data_source, response, *args, **kwargs):
+        if response == "makes the reward raise":
+            raise RuntimeError("reward failure")
+        return score(data_source, response, *args, **kwargs)
+
+    monkeypatch.setattr(math_reward, "compute_score", raising_on_one_text)
+    source = tmp_path / "train.parquet"
+    pd.DataFrame([make_row("deepscaler", "What is 1 + 1?", "2", "train", 0, "d0")]).to_parquet(source, index=False)
+    model_writes([["\\boxed{2}", "\ud800\\boxed{2}", "makes the reward raise", "\udfff"]])
+    out = tmp_path / "zpd.parquet"
+    summary = difficulty_filter.main(["--model", tiny_assets["model"], "--input", str(source), "--output", str(out),
+                                      "--k", "4", "--min-correct", "1", "--max-correct", "3"])
+    assert summary["bad_responses"] == {"invalid_unicode": 2, "score_error": 1}
+    assert summary["kept"] == 1
+    (line,) = iter_json_lines(f"{out}.counts.jsonl")
+    assert line.ok and line.value["correct"] == 2
+
+
+def test_filter_counts_list_skipped_problems_with_their_reason(tokenizer, tiny_assets, tmp_path, monkeypatch):
+    """Every input problem has its line in `<output>.counts.jsonl`, in input order."""
+    rows = [
+        make_row("deepscaler", "What is 1 + 1?", "2", "train", 0, "d0"),
+        {**make_row("deepscaler", "Broken", "1", "train", 1, "d1"), "prompt": []},
+        {**make_row("deepscaler", "No answer", "1", "train", 2, "d2"), "reward_model": {"ground_truth": ""}},
+        make_row("deepscaler", "x" * 400, "1", "train", 3, "d3"),
+        make_row("deepscaler", "What is 2 + 2?", "4", "train", 4, "d4"),
+    ]
+    source = tmp_path / "train.parquet"
+    pd.DataFrame(rows).to_parquet(source, index=False)
+    scripted = [["\\boxed{2}", "\\boxed{3}"], ["\\boxed{4}", "\\boxed{4}"]]
+    monkeypatch.setattr(difficulty_filter, "generator_from_args", lambda *a: ScriptedGenerator(tokenizer, scripted))
+    out = tmp_path / "zpd.parquet"
+    difficulty_filter.main(["--model", tiny_assets["model"], "--input", str(source), "--output", str(out),
+                            "--k", "2", "--min-correct", "1", "--max-correct", "1", "--max-prompt-tokens", "300"])
+    counts = [line.value for line in iter_json_lines(f"{out}.counts.jsonl")]
+    assert [(c["problem_id"], c["row"], c["correct"], c["skipped"]) for c in counts] == [
+        ("d0", 0, 1, None),
+        ("d1", 1, None, "malformed_prompt"),
+        ("d2", 2, None, "missing_ground_truth"),
+        ("d3", 3, None, "prompt_too_long"),
+        ("d4", 4, 2, None),
+    ]

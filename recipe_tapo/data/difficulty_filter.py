@@ -8,7 +8,9 @@ DeepScaleR remain for its model).
         --output deepscaler_zpd.parquet [--k 8 --min-correct 1 --max-correct 7]
 
 Writes the kept rows unchanged (same schema as the input) and, beside them, `<output>.counts.jsonl`
-with every problem's correct count, so other bounds can be applied later without sampling again.
+with one line per input problem, in input order: its correct count (so other bounds can be applied
+later without sampling again), or, for a problem that was not sampled, `correct: null` and the
+reason in `skipped`.
 Generation uses vLLM on a GPU machine and the recipe's hf engine on CPU (`--backend`).
 """
 
@@ -17,13 +19,24 @@ import json
 import sys
 from collections import Counter
 
-from recipe_tapo.evaluation.sampling import ScoredRow, sample_and_score
+from recipe_tapo.evaluation.sampling import SamplingOutcome, ScoredRow, sample_and_score
 from recipe_tapo.generation import add_generation_arguments, generator_from_args, settings_from_args
+from recipe_tapo.textio import write_json_line
 
 
 def within_bounds(scored: list[ScoredRow], min_correct: int, max_correct: int) -> list[ScoredRow]:
     """The rows whose correct count lies in [min_correct, max_correct]."""
     return [row for row in scored if min_correct <= row.num_correct <= max_correct]
+
+
+def count_records(outcome: SamplingOutcome) -> list[dict]:
+    """One record per input problem, in input order: scored ones with their correct count, skipped
+    ones with `correct: None` and their skip reason."""
+    records = [(row.row_index, {"problem_id": row.problem_id, "row": row.row_index, "correct": row.num_correct,
+                                "samples": len(row.correct), "skipped": None}) for row in outcome.scored]
+    records += [(row.row_index, {"problem_id": row.problem_id, "row": row.row_index, "correct": None,
+                                 "samples": 0, "skipped": row.reason}) for row in outcome.skipped_rows]
+    return [record for _, record in sorted(records, key=lambda item: item[0])]
 
 
 def parse_args(argv=None):
@@ -57,15 +70,15 @@ def main(argv=None) -> dict:
     kept = within_bounds(outcome.scored, args.min_correct, args.max_correct)
     table.iloc[[row.row_index for row in kept]].to_parquet(args.output, index=False)
     with open(f"{args.output}.counts.jsonl", "w", encoding="utf-8") as counts_file:
-        for row in outcome.scored:
-            counts_file.write(json.dumps({"problem_id": row.problem_id, "row": row.row_index,
-                                          "correct": row.num_correct, "samples": len(row.correct)}) + "\n")
+        for record in count_records(outcome):
+            write_json_line(counts_file, record)
     histogram = Counter(row.num_correct for row in outcome.scored)
     summary = {
         "problems": len(rows),
         "scored": len(outcome.scored),
         "kept": len(kept),
         "skipped": dict(outcome.skipped),
+        "bad_responses": dict(outcome.bad_responses),
         "correct_count_histogram": {str(c): histogram[c] for c in range(args.k + 1)},
     }
     print(f"[filter] kept {len(kept)} of {len(rows)} ({args.min_correct}..{args.max_correct} of {args.k} correct); "

@@ -5,13 +5,12 @@ r"""Evaluate a checkpoint on benchmark files: Pass@1, Pass@k, DSR and ERR beside
         --n 16 --temperature 0.6 --top-p 0.95 --max-new-tokens 3072 --out-dir eval/
 
 Writes `eval_results.json` and `eval_results.md` (metrics per benchmark, paper columns beside) and
-`samples.jsonl` (every response with its verdict) into `--out-dir`. Generation uses vLLM on a GPU
+`samples.jsonl` (every response with its verdict, whatever text the model wrote) into `--out-dir`. Generation uses vLLM on a GPU
 machine and the recipe's hf engine on CPU (`--backend`). A benchmark is named by its rows'
 `data_source`.
 """
 
 import argparse
-import json
 import os
 import sys
 from collections import defaultdict
@@ -20,6 +19,7 @@ from recipe_tapo.evaluation.metrics import ScoredSample, benchmark_metrics
 from recipe_tapo.evaluation.report import build_report, render_markdown, write_report
 from recipe_tapo.evaluation.sampling import load_rows, sample_and_score
 from recipe_tapo.generation import add_generation_arguments, generator_from_args, settings_from_args
+from recipe_tapo.textio import write_json_line
 
 
 def parse_args(argv=None):
@@ -49,6 +49,8 @@ def main(argv=None) -> dict:
                                max_prompt_tokens=args.max_prompt_tokens)
     for reason, count in sorted(outcome.skipped.items()):
         print(f"[evaluate] skipped {count} rows: {reason}", file=sys.stderr)
+    for reason, count in sorted(outcome.bad_responses.items()):
+        print(f"[evaluate] {count} responses kept but flagged: {reason}", file=sys.stderr)
 
     samples_by_benchmark = defaultdict(list)
     os.makedirs(args.out_dir, exist_ok=True)
@@ -56,11 +58,13 @@ def main(argv=None) -> dict:
         for row in outcome.scored:
             for response, correct in zip(row.responses, row.correct):
                 samples_by_benchmark[row.data_source].append(ScoredSample(row.problem_id, response, correct))
-                samples_file.write(json.dumps({"benchmark": row.data_source, "problem_id": row.problem_id,
-                                               "correct": correct, "response": response}) + "\n")
+                # Model text may hold any string (a lone surrogate too): written escaped, read back exactly.
+                write_json_line(samples_file, {"benchmark": row.data_source, "problem_id": row.problem_id,
+                                               "correct": correct, "response": response})
 
     metrics = {name: benchmark_metrics(samples, ks=args.k) for name, samples in samples_by_benchmark.items()}
-    report_settings = {**vars(settings), "backend": args.backend, "skipped_rows": dict(outcome.skipped)}
+    report_settings = {**vars(settings), "backend": args.backend, "skipped_rows": dict(outcome.skipped),
+                       "bad_responses": dict(outcome.bad_responses)}
     report = build_report(metrics, model=args.model, settings=report_settings)
     json_path, markdown_path = write_report(report, args.out_dir)
     print(render_markdown(report))
