@@ -98,7 +98,8 @@ def test_full_reconstruction_flag(tmp_path, tapo_tokenizer_dir, tapo_tokenizer):
     record = _records(sink)[0]
     assert record["status"] == "ok" and record["cut_tokens"] == 0 and record["trajectory"] == RECON
     assert record["token_ids"] == tapo_tokenizer.encode(RECON, add_special_tokens=False) + [tapo_tokenizer.eos_token_id]
-    _, _, argv = _run(tmp_path, [_row()], "--tokenizer", tapo_tokenizer_dir, "--full-reconstruction", "--mode", "anchor")
+    options = ["--full-reconstruction", "--mode", "anchor"]
+    _, _, argv = _run(tmp_path, [_row()], "--tokenizer", tapo_tokenizer_dir, *options)
     with pytest.raises(SystemExit, match="full_reconstruction=true needs tapo.synthesis.mode=verbatim"):
         main(argv)
 
@@ -107,7 +108,8 @@ def test_a_line_that_is_not_utf8_is_one_invalid_row(tmp_path, tapo_tokenizer_dir
     source, sink = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     good = _row().encode("utf-8")
     source.write_bytes(good + b"\n" + b'{"wrong": "7 \xff\xfe", "synthesis": "x"}\n' + good + b"\n")
-    argv = ["--tokenizer", tapo_tokenizer_dir, "--min-prefix-tokens", "1", "--input", str(source), "--output", str(sink)]
+    argv = ["--tokenizer", tapo_tokenizer_dir, "--min-prefix-tokens", "1"]
+    argv += ["--input", str(source), "--output", str(sink)]
     assert main(argv) == 0
     records = _records(sink)
     assert [record["status"] for record in records] == ["ok", "invalid_row", "ok"]

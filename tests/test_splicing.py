@@ -212,7 +212,12 @@ def test_prefix_end_is_checked(tapo_tokenizer):
     [
         (_verbatim("First, 7 * 8 = 54.\nThen 54"), LENIENT, SpliceFailure.NO_DEPARTURE, "after_error"),
         (_verbatim(WRONG), LENIENT, SpliceFailure.NO_DEPARTURE, "after_error"),
-        (_verbatim("First, 7 * 8 = 54.\nWait, 7 * 8 is 56, so the sum is 57"), LENIENT, SpliceFailure.NO_FINAL_ANSWER, "after_error"),
+        (
+            _verbatim("First, 7 * 8 = 54.\nWait, 7 * 8 is 56, so the sum is 57"),
+            LENIENT,
+            SpliceFailure.NO_FINAL_ANSWER,
+            "after_error",
+        ),
         (_verbatim(RECON), SplicingConfig(min_prefix_tokens=1000), SpliceFailure.PREFIX_TOO_SHORT, "after_error"),
         (
             _verbatim(RECON),
@@ -221,8 +226,18 @@ def test_prefix_end_is_checked(tapo_tokenizer):
             "after_error",
         ),
         (_verbatim("Let me start over: \\boxed{57}"), SplicingConfig(), SpliceFailure.PREFIX_TOO_SHORT, "after_error"),
-        (_verbatim(RECON), SplicingConfig(min_prefix_tokens=1, max_response_length=10), SpliceFailure.TOO_LONG, "after_error"),
-        (_verbatim(RECON.replace("Wait,", "Wait<|im_end|>")), LENIENT, SpliceFailure.SPECIAL_TOKEN_IN_TEXT, "after_error"),
+        (
+            _verbatim(RECON),
+            SplicingConfig(min_prefix_tokens=1, max_response_length=10),
+            SpliceFailure.TOO_LONG,
+            "after_error",
+        ),
+        (
+            _verbatim(RECON.replace("Wait,", "Wait<|im_end|>")),
+            LENIENT,
+            SpliceFailure.SPECIAL_TOKEN_IN_TEXT,
+            "after_error",
+        ),
         (_anchor("Then 56 + 1", "Wait, \\boxed{57}"), LENIENT, SpliceFailure.ANCHOR_NOT_FOUND, "after_error"),
         (_anchor("54", "Wait, \\boxed{57}"), LENIENT, SpliceFailure.ANCHOR_AMBIGUOUS, "after_error"),
         (_anchor("54", "Wait, \\boxed{57}"), LENIENT, SpliceFailure.ANCHOR_AMBIGUOUS, "before_error"),
@@ -259,7 +274,8 @@ def test_a_final_answer_that_y_minus_already_wrote_does_not_count(tapo_tokenizer
     wrong = "My guess is \\boxed{55}; check: 7 * 8 = 54, so 54 + 1 = 55."
     recon = "My guess is \\boxed{55}; check: 7 * 8 = 56, so 56 + 1 = 57."
     ids = tapo_tokenizer.encode(wrong, add_special_tokens=False)
-    assert splice_trajectory(wrong, ids, _verbatim(recon), tapo_tokenizer, LENIENT).failure == SpliceFailure.NO_FINAL_ANSWER
+    result = splice_trajectory(wrong, ids, _verbatim(recon), tapo_tokenizer, LENIENT)
+    assert result.failure == SpliceFailure.NO_FINAL_ANSWER
     # Changing only the digits inside y-'s own \boxed{ is not a final answer of the correction either.
     changed = WRONG.replace("{55}", "{56}")
     own = tapo_tokenizer.encode(WRONG, add_special_tokens=False)
