@@ -298,7 +298,15 @@ class TrajectoryAugmenter:
             return
         record["analysis"] = parsed.analysis
         eos = wrong["eos"] if wrong["eos"] is not None else self.eos_token_ids[0]
-        spliced = splice_trajectory(wrong["text"], list(wrong["ids"]), parsed, self.tokenizer, self.splicing_config, eos)
+        spliced = splice_trajectory(
+            wrong["text"],
+            list(wrong["ids"]),
+            parsed,
+            self.tokenizer,
+            self.splicing_config,
+            eos,
+            prefix_end=self.config.synthesis.prefix_end,
+        )
         record.update(
             cut_tokens=spliced.cut_tokens,
             prefix_fraction=spliced.prefix_fraction,

@@ -1,0 +1,40 @@
+"""Synthesis text sources for end-to-end tests (`tapo.synthesis.text_source`).
+
+A random tiny model never writes a parsable synthesis, so these stand in for the synthesis text
+only; selection, prompts, parsing, splicing, scoring, advantages and the update stay the real path.
+They run inside the trainer's Ray process, which finds this folder through PYTHONPATH.
+"""
+
+from recipe_tapo.workers.augmentation import GeneratedText
+
+
+class HalfThenRight:
+    """Well-formed output from its inputs: the first third of the wrong answer, a short
+    reflection, then the end of the right answer (short enough to fit the tiny run's responses)."""
+
+    def __init__(self, config, tokenizer):
+        self.mode = str(config.tapo.synthesis.mode)
+
+    def __call__(self, requests, timeout_s):
+        return [GeneratedText(self.write(request), num_tokens=len(request.wrong) // 2 + 8) for request in requests]
+
+    def write(self, request):
+        kept = request.wrong[: max(1, len(request.wrong) // 3)]
+        reflection = " wait,"
+        ending = request.right[-max(1, len(request.right) // 4) :]
+        if self.mode == "anchor":
+            return f"<analysis>x</analysis><anchor>{kept.split()[-1] if kept.split() else kept}</anchor>" \
+                   f"<reconstruction>{reflection}{ending}</reconstruction>"
+        return f"<analysis>the second half is wrong</analysis><reconstruction>{kept}{reflection}{ending}</reconstruction>"
+
+
+class FailsOnFirstRound(HalfThenRight):
+    """Raises on its first round (a fault injected into step 1), then writes like HalfThenRight."""
+
+    rounds = 0
+
+    def __call__(self, requests, timeout_s):
+        type(self).rounds += 1
+        if type(self).rounds == 1:
+            raise ConnectionError("injected fault: the synthesis round failed")
+        return super().__call__(requests, timeout_s)
