@@ -173,7 +173,9 @@ def test_spacing_commands_keep_row_breaks():
 
 # Ordered answers: permuting distinct entries must never score 1, whatever the spacing.
 _ORDERED_FORMS = {
-    "column vector": lambda entries, gap: "\\begin{pmatrix}" + gap + (gap + "\\\\" + gap).join(entries) + gap + "\\end{pmatrix}",
+    "column vector": lambda entries, gap: (
+        "\\begin{pmatrix}" + gap + (gap + "\\\\" + gap).join(entries) + gap + "\\end{pmatrix}"
+    ),
     "row vector": lambda entries, gap: "\\begin{bmatrix}" + (gap + "&" + gap).join(entries) + "\\end{bmatrix}",
     "tuple": lambda entries, gap: "\\left(" + ("," + gap).join(entries) + "\\right)",
     "angle vector": lambda entries, gap: "\\langle " + ("," + gap).join(entries) + " \\rangle",

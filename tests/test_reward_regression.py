@@ -98,8 +98,16 @@ NO_MATCH = [
         "\\begin{pmatrix} 1 \\\\ 3 \\\\ 2 \\end{pmatrix}",
         "3-vector permuted",
     ),
-    ("\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}", "\\begin{pmatrix} 1 & 3 \\\\ 2 & 4 \\end{pmatrix}", "transposed"),
-    ("\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}", "\\begin{pmatrix} 3 & 4 \\\\ 1 & 2 \\end{pmatrix}", "rows swapped"),
+    (
+        "\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}",
+        "\\begin{pmatrix} 1 & 3 \\\\ 2 & 4 \\end{pmatrix}",
+        "transposed",
+    ),
+    (
+        "\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}",
+        "\\begin{pmatrix} 3 & 4 \\\\ 1 & 2 \\end{pmatrix}",
+        "rows swapped",
+    ),
     ("(1, 2)", "(2, 1)", "pair swapped"),
     ("(1, 2, 3)", "(1, 3, 2)", "triple permuted"),
     ("\\left( 3, \\frac{\\pi}{2} \\right)", "\\left(\\frac{\\pi}{2}, 3\\right)", "polar coordinates swapped"),
