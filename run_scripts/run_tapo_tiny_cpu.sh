@@ -14,7 +14,7 @@ export VERL_PLATFORM=cpu          # opt in to the recipe's CPU platform (never a
 export HF_HUB_OFFLINE=1 WANDB_MODE=disabled RAY_AUTH_MODE=disabled
 export RAY_DEDUP_LOGS=0
 
-python -m recipe_tapo.main profile=tiny_cpu \
+python -m recipe_tapo.main "profile=[tiny_cpu,tiny_run]" \
     actor_rollout_ref.model.path="$TINY_DIR/model" \
     data.train_files="$TINY_DIR/data/train.parquet" \
     data.val_files="$TINY_DIR/data/val.parquet" \
