@@ -13,12 +13,20 @@ pytestmark = pytest.mark.slow
 def _two_step_run(tmp):
     log = run_logged(
         # A learning rate large enough that a missed weight sync would show as a log-prob gap.
-        ["bash", "run_scripts/run_tapo_tiny_cpu.sh", "actor_rollout_ref.actor.optim.lr=1e-2"],
+        # Every step's rows are dumped in the rollout's order (no length balancing reorders them).
+        ["bash", "run_scripts/run_tapo_tiny_cpu.sh", "actor_rollout_ref.actor.optim.lr=1e-2",
+         f"trainer.rollout_data_dir={tmp / 'rollouts'}", "trainer.balance_batch=false"],
         log_path=str(tmp / "run.log"),
         timeout_s=900,
         env={"TINY_DIR": str(tmp / "tiny"), "STEPS": "2"},
     )
-    return log, training_steps(log)
+    return log, training_steps(log), tmp / "rollouts"
+
+
+def _dumped_rows(rollouts, step):
+    """(prompt, response, score) of every row of a step, in the batch's order."""
+    with open(rollouts / f"{step}.jsonl") as dump:
+        return [(row["input"], row["output"], row["score"]) for row in map(json.loads, dump)]
 
 
 @pytest.fixture(scope="module")
@@ -27,33 +35,39 @@ def two_step_run(tmp_path_factory):
 
 
 def test_runs_two_steps_and_updates_the_policy(two_step_run):
-    _, steps = two_step_run
+    _, steps, _ = two_step_run
     assert sorted(steps) == [1, 2]
     assert steps[2]["actor/grad_norm"] > 0
     # The tiny reward splits groups, so GRPO has non-zero advantages to learn from.
     assert steps[1]["critic/advantages/max"] > 0
 
 
-def test_a_seeded_run_is_reproducible(two_step_run, tmp_path):
-    """Same seed, same samples and rewards: the hf server's random streams do not depend on the
-    order in which the agent loop's concurrent requests arrive."""
-    _, first = two_step_run
-    _, again = _two_step_run(tmp_path)
+def test_a_seeded_run_is_reproducible_row_for_row(two_step_run, tmp_path):
+    """Same seed, same response in the same row: TAPO picks rows by position, so equal totals or
+    equal sets of samples are not enough. Each row's random stream comes from its stable request id,
+    whatever order the agent loop's concurrent requests reach the hf server in."""
+    _, first, first_rollouts = two_step_run
+    _, again, again_rollouts = _two_step_run(tmp_path)
     for step in (1, 2):
+        rows, rows_again = _dumped_rows(first_rollouts, step), _dumped_rows(again_rollouts, step)
+        assert len(rows) == 16  # 4 prompts x 4 samples
+        in_place = sum(a == b for a, b in zip(rows, rows_again))
+        assert in_place == len(rows), f"step {step}: {in_place} of {len(rows)} rows in place"
+        assert len({response for _, response, _ in rows}) > 1
         for key in ("critic/score/mean", "response_length/mean", "critic/advantages/max"):
             assert again[step][key] == first[step][key], (step, key)
         assert again[step]["actor/grad_norm"] == pytest.approx(first[step]["actor/grad_norm"], rel=1e-5)
 
 
 def test_validates_before_training_and_at_the_end(two_step_run):
-    log, _ = two_step_run
+    log, _, _ = two_step_run
     every_step = step_metrics(log)
     assert 0.0 <= every_step[0]["val-core/tiny_arithmetic/acc/mean@1"] <= 1.0  # before training
     assert 0.0 <= every_step[2]["val-core/tiny_arithmetic/acc/mean@1"] <= 1.0
 
 
 def test_rollout_log_probs_follow_the_updated_actor(two_step_run):
-    _, steps = two_step_run
+    _, steps, _ = two_step_run
     # Step 2 samples after the first update: the hf server must hold the actor's new weights.
     # Without the sync, lr=1e-2 moves token probabilities by far more than this bound.
     assert steps[2]["training/rollout_probs_diff_valid"] == 1
