@@ -202,8 +202,12 @@ def _permuted_ordered_answer(draw):
     size = 4 if form == "2x2 matrix" else draw(st.integers(2, 4))
     entries = draw(st.lists(_ENTRIES, min_size=size, max_size=size, unique=True))
     permuted = draw(st.permutations(entries).filter(lambda order: list(order) != entries))
-    build = _ORDERED_FORMS[form]
-    return build(entries, draw(st.sampled_from(_GAPS))), build(list(permuted), draw(st.sampled_from(_GAPS)))
+    # A vector or tuple may be answered in another ordered form, or as a bare list.
+    answer_forms = [form] if form == "2x2 matrix" else [name for name in _ORDERED_FORMS if name != "2x2 matrix"]
+    answer_form = draw(st.sampled_from(sorted(answer_forms) + ([] if form == "2x2 matrix" else ["bare list"])))
+    build_answer = _ORDERED_FORMS.get(answer_form, lambda entries, gap: ("," + gap).join(entries))
+    ground_truth = _ORDERED_FORMS[form](entries, draw(st.sampled_from(_GAPS)))
+    return ground_truth, build_answer(list(permuted), draw(st.sampled_from(_GAPS)))
 
 
 @given(case=_permuted_ordered_answer())
