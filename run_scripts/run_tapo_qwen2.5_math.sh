@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# TAPO on Qwen2.5-Math-7B for the AIME/HMMT reproduction on GPUs (vLLM rollout, FSDP actor), with
+# every GRPO setting of run_grpo_qwen2.5_math.sh and the paper's TAPO values (K=8, DCS 2/4, m_max 4,
+# lambda 1, OTS clamps 0.01-10).
+#   [DRY_RUN=1] bash run_scripts/run_tapo_qwen2.5_math.sh [hydra overrides...]
+# Environment: see run_scripts/qwen2.5_math_settings.sh; EXPERIMENT names the run.
+#
+# Lengths in a 4096-token context (checked at start-up): a synthesis prompt holds the question and
+# two answers of up to 3072 tokens each, so it cannot hold them whole. Anchor mode generates only
+# the quoted step, the reflection and the corrected ending (<= 1024 new tokens), which leaves 3072
+# tokens of prompt; the right answer's middle is cut first (down to 256 tokens), and a pair whose
+# wrong answer alone is too long is skipped and counted (tapo/fail/prompt_too_long). The trained
+# trajectories are the same as in verbatim mode; they are at most data.max_response_length long.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source run_scripts/common.sh
+source run_scripts/qwen2.5_math_settings.sh
+EXPERIMENT=${EXPERIMENT:-tapo_qwen2.5_math_7b}
+
+run_recipe_main "${QWEN25_MATH_ARGS[@]}" \
+    algorithm.adv_estimator=tapo \
+    tapo.enable=true \
+    tapo.selection.n_pos=2 \
+    tapo.selection.n_neg=4 \
+    tapo.selection.m_max=4 \
+    tapo.synthesis.mode=anchor \
+    tapo.synthesis.max_prompt_tokens=3072 \
+    tapo.synthesis.min_right_answer_tokens=256 \
+    tapo.synthesis.max_new_tokens=1024 \
+    tapo.synthesis.temperature=1.0 \
+    tapo.advantage.ref_loss_weight=1.0 \
+    tapo.ots.enable=true \
+    tapo.ots.w_min=0.01 \
+    tapo.ots.w_max=10.0 \
+    tapo.dump.every=10 \
+    actor_rollout_ref.rollout.max_model_len=4096 \
+    trainer.experiment_name="$EXPERIMENT" \
+    "$@"
