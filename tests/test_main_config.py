@@ -21,7 +21,7 @@ def _compose(overrides=()):
 def test_trainer_config_is_verls_plus_the_tapo_section():
     config = _compose()
     assert config.trainer.use_v1 is False
-    assert config.algorithm.adv_estimator == "grpo"
+    assert config.algorithm.adv_estimator == "tapo"
     assert config.actor_rollout_ref.rollout.n == 8
     assert TapoConfig.from_omegaconf(config.tapo) == TapoConfig()
     # verl's own defaults are all there, untouched where the recipe says nothing.
