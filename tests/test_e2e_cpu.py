@@ -50,7 +50,7 @@ def test_a_seeded_run_is_reproducible_row_for_row(two_step_run, tmp_path):
     _, again, again_rollouts = _two_step_run(tmp_path)
     for step in (1, 2):
         rows, rows_again = _dumped_rows(first_rollouts, step), _dumped_rows(again_rollouts, step)
-        assert len(rows) == 16  # 4 prompts x 4 samples
+        assert len(rows) >= 16 and len(rows_again) == len(rows)  # 4 prompts x 4 samples, + any constructed rows
         in_place = sum(a == b for a, b in zip(rows, rows_again))
         assert in_place == len(rows), f"step {step}: {in_place} of {len(rows)} rows in place"
         assert len({response for _, response, _ in rows}) > 1
