@@ -59,6 +59,18 @@ def test_a_seeded_run_is_reproducible_row_for_row(two_step_run, tmp_path):
         assert again[step]["actor/grad_norm"] == pytest.approx(first[step]["actor/grad_norm"], rel=1e-5)
 
 
+def test_the_main_job_runs_tapo_with_the_policy_writing_its_synthesis(two_step_run):
+    """README's main job: real synthesis requests to the hf server. The random tiny model writes no
+    parsable output; every attempt is counted by its reason and the run goes on."""
+    _, steps, _ = two_step_run
+    for step in steps.values():
+        assert step["tapo/round_failed"] == 0
+        assert step["tapo/synthesis_requests"] == step["tapo/synthesis_answered"] > 0
+        assert step["tapo/synthesis_tokens"] > 0
+        failures = sum(value for key, value in step.items() if key.startswith(("tapo/parse_fail/", "tapo/splice_fail/", "tapo/fail/")))
+        assert failures + step["tapo/constructed_rows"] == step["tapo/pairs"] > 0
+
+
 def test_validates_before_training_and_at_the_end(two_step_run):
     log, _, _ = two_step_run
     every_step = step_metrics(log)

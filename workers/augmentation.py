@@ -542,8 +542,10 @@ class RolloutServerTextSource:
         return outputs
 
     async def _generate(self, request: SynthesisRequest) -> GeneratedText:
+        # A stable id per attempt: under rollout.full_determinism verl passes it to the server as is,
+        # and the CPU backend draws the request's random stream from it (row-for-row reproducible).
         output = await self.client.generate(
-            request_id=f"tapo-{uuid.uuid4().hex}",
+            request_id=f"tapo-synthesis-{request.attempt}",
             prompt_ids=request.prompt_ids,
             sampling_params=dict(self.sampling_params),
         )
