@@ -43,9 +43,10 @@ def _files(value) -> list[str]:
     return [str(value)]
 
 
-def check_inputs(config) -> list[str]:
+def check_inputs(config, dry_run: bool = False) -> list[str]:
     """The SFT parquet files (each readable, with the messages column and at least a batch of rows)
-    and the model folder; returns the report lines. Raises SFTInputError naming the file."""
+    and the model folder; returns the report lines. Raises SFTInputError naming the file; under
+    `dry_run` a file that does not exist yet (an earlier stage makes it) is listed as missing."""
     import pyarrow.parquet as pq
 
     lines = []
@@ -54,6 +55,9 @@ def check_inputs(config) -> list[str]:
     for path in files:
         local = os.path.expanduser(path)
         if not os.path.isfile(local):
+            if dry_run:
+                lines.append(f"  data: {path} (missing here)")
+                continue
             raise SFTInputError(f"data file {path}: no such file (the output of python -m recipe_tapo.cold_start)")
         try:
             metadata = pq.ParquetFile(local)
@@ -74,6 +78,9 @@ def check_inputs(config) -> list[str]:
             raise SFTInputError(f"model.path {config.model.path}: the folder holds no config.json")
         lines.append(f"  model.path: {config.model.path} (present)")
     elif model.startswith(("/", ".", "~")) or model.count("/") != 1:
+        if dry_run:
+            lines.append(f"  model.path: {config.model.path} (missing here)")
+            return lines
         raise SFTInputError(f"model.path {config.model.path}: no such model folder")
     else:
         lines.append(f"  model.path: {config.model.path} (hub id)")
@@ -140,12 +147,17 @@ def run_on_cpu(config) -> None:
 
 @hydra.main(config_path="pkg://recipe_tapo.conf", config_name="cold_start_sft", version_base=None)
 def main(config) -> None:
+    dry_run = os.environ.get("TAPO_DRY_RUN") == "1"
     try:
-        lines = check_inputs(config)
+        lines = check_inputs(config, dry_run=dry_run)
     except SFTInputError as error:
         print(f"[cold-start-sft] ERROR: {error}", file=sys.stderr)
         raise SystemExit(2) from error
-    if os.environ.get("TAPO_DRY_RUN") == "1":
+    if dry_run:
+        from verl.utils.config import omega_conf_to_dataclass
+
+        for section in ("engine", "optim", "checkpoint"):  # verl's own dataclasses refuse unknown keys
+            omega_conf_to_dataclass(config[section])
         print(dry_run_report(config, lines))
         return
     from verl.utils.device import auto_set_device

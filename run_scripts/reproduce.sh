@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# The whole reproduction on GPUs (Qwen3-8B non-thinking, the paper's setting), stage by stage:
+#   data -> difficulty filter -> cold-start data -> cold-start SFT -> GRPO -> TAPO (both from the SFT
+#   checkpoint) -> merge each to HF -> evaluate each -> one markdown table beside the paper's numbers.
+#   [DRY_RUN=1] bash run_scripts/reproduce.sh
+# Each finished stage leaves a marker $WORK_DIR/.stages/<stage>.done; a rerun skips those and resumes
+# at the first unfinished one (delete a marker to redo its stage; verl's trainers also resume their
+# own checkpoints). Before the first unfinished stage the GPU environment is checked
+# (run_scripts/check_env.sh). A stage whose input file is missing stops with the file's name.
+# DRY_RUN=1 prints every stage in order, done or pending, with its inputs and command, and runs
+# nothing (the environment check only reports).
+# Environment:
+#   WORK_DIR (default $HOME/tapo_work): checkpoints, cold-start data, evaluations, stage markers
+#   DATA_DIR (default $WORK_DIR/data); BASE_MODEL (default Qwen/Qwen3-8B); TEACHER (optional: a
+#   stronger model writes the cold-start synthesis targets); NNODES, GPUS_PER_NODE (default 1, 8)
+#   NUM_SOLUTIONS / NUM_SYNTHESIS (default 30000 / 15000, the paper's); MIN_FREE_GB (default 800)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source run_scripts/common.sh
+
+WORK_DIR=${WORK_DIR:-$HOME/tapo_work}
+DATA_DIR=${DATA_DIR:-$WORK_DIR/data}
+BASE_MODEL=${BASE_MODEL:-Qwen/Qwen3-8B}
+TEACHER=${TEACHER:-}
+NNODES=${NNODES:-1}
+GPUS_PER_NODE=${GPUS_PER_NODE:-8}
+NUM_SOLUTIONS=${NUM_SOLUTIONS:-30000}
+NUM_SYNTHESIS=${NUM_SYNTHESIS:-15000}
+MIN_FREE_GB=${MIN_FREE_GB:-800}
+STATE_DIR="$WORK_DIR/.stages"
+export DATA_DIR NNODES GPUS_PER_NODE WORK_DIR
+
+# The TAPO settings, so the cold-start synthesis prompts are the RL run's.
+source run_scripts/qwen3_8b_settings.sh
+
+TRAIN_FILE="$DATA_DIR/deepscaler_train.parquet"
+ZPD_FILE="$DATA_DIR/deepscaler_zpd_qwen3_8b.parquet"
+COLD_DIR="$WORK_DIR/cold_start"
+SFT_DIR="$WORK_DIR/checkpoints/cold_start_sft_qwen3_8b"
+SFT_HF="$SFT_DIR/huggingface"
+RL_DIR="$WORK_DIR/checkpoints"
+HF_DIR="$WORK_DIR/hf"
+EVAL_DIR="$WORK_DIR/eval"
+BENCHMARKS=("$DATA_DIR/aime2024.parquet" "$DATA_DIR/aime2025.parquet" "$DATA_DIR/hmmt2025.parquet")
+DRY=${DRY_RUN:-0}
+ENV_CHECKED=0
+
+# The last checkpoint's actor of a verl RL run, merged into an HF folder by verl's model merger.
+merge_actor() {
+    local run_dir=$1 target=$2 tracker="$1/latest_checkpointed_iteration.txt"
+    [[ -f "$tracker" ]] || { echo "merge: $tracker: no checkpoint tracker (did the run save?)" >&2; return 1; }
+    python -m verl.model_merger merge --backend fsdp \
+        --local_dir "$run_dir/global_step_$(cat "$tracker")/actor" --target_dir "$target"
+}
+
+# stage NAME "INPUT FILES" COMMAND...: run COMMAND unless NAME's marker exists; mark it when it succeeds.
+stage() {
+    local name=$1 inputs=$2
+    shift 2
+    local marker="$STATE_DIR/$name.done" path
+    if [[ -f "$marker" ]]; then
+        echo "== stage $name: done ($marker)"
+        return 0
+    fi
+    if [[ "$DRY" == 1 ]]; then
+        echo "== stage $name: pending"
+        for path in $inputs; do
+            if [[ -e "$path" ]]; then echo "   needs $path (present)"; else echo "   needs $path (missing here; an earlier stage makes it)"; fi
+        done
+        printf '   +'; printf ' %q' "$@"; printf '\n'
+        return 0
+    fi
+    if [[ "$ENV_CHECKED" == 0 ]]; then
+        echo "== environment check before stage $name"
+        python -m recipe_tapo.cold_start_env --gpus "$GPUS_PER_NODE" --work-dir "$WORK_DIR" --min-free-gb "$MIN_FREE_GB"
+        ENV_CHECKED=1
+    fi
+    for path in $inputs; do
+        if [[ ! -e "$path" ]]; then
+            echo "stage $name: missing input $path" >&2
+            exit 1
+        fi
+    done
+    echo "== stage $name: running"
+    printf '+'; printf ' %q' "$@"; printf '\n'
+    if ! "$@"; then
+        echo "stage $name failed; fix it and rerun: finished stages are skipped" >&2
+        exit 1
+    fi
+    mkdir -p "$STATE_DIR"
+    date -u +%FT%TZ > "$marker"
+}
+
+if [[ "$DRY" == 1 ]]; then
+    echo "DRY RUN: the stages in order (markers in $STATE_DIR); nothing runs."
+    python -m recipe_tapo.cold_start_env --gpus "$GPUS_PER_NODE" --work-dir "$WORK_DIR" --min-free-gb "$MIN_FREE_GB" \
+        --report-only || true
+fi
+
+TEACHER_ARGS=()
+[[ -n "$TEACHER" ]] && TEACHER_ARGS=(--teacher "$TEACHER")
+EVAL_ARGS=(--data "${BENCHMARKS[@]}" --n 16 --temperature 0.6 --top-p 0.95 --max-new-tokens 8192 --k 1 2 4 8 16)
+
+stage data "" bash run_scripts/prepare_data.sh
+stage filter "$TRAIN_FILE" python -m recipe_tapo.data.difficulty_filter --model "$BASE_MODEL" \
+    --input "$TRAIN_FILE" --output "$ZPD_FILE" --k 8 --min-correct 1 --max-correct 7 --max-new-tokens 8192 \
+    --max-prompt-tokens 1024
+stage cold_start_data "$TRAIN_FILE" python -m recipe_tapo.cold_start --model "$BASE_MODEL" "${TEACHER_ARGS[@]}" \
+    --input "$TRAIN_FILE" --output-dir "$COLD_DIR" --k 8 \
+    --num-solutions "$NUM_SOLUTIONS" --num-synthesis "$NUM_SYNTHESIS" \
+    "${QWEN3_8B_ARGS[@]}" "${QWEN3_8B_TAPO_ARGS[@]}"
+stage sft "$COLD_DIR/train.parquet" env BASE_MODEL="$BASE_MODEL" SFT_DATA="$COLD_DIR/train.parquet" OUT_DIR="$SFT_DIR" \
+    bash run_scripts/run_cold_start_sft.sh
+stage grpo "$SFT_HF $ZPD_FILE" env MODEL="$SFT_HF" TRAIN_FILE="$ZPD_FILE" \
+    bash run_scripts/run_grpo_qwen3_8b.sh trainer.default_local_dir="$RL_DIR/grpo_qwen3_8b"
+stage tapo "$SFT_HF $ZPD_FILE" env MODEL="$SFT_HF" TRAIN_FILE="$ZPD_FILE" \
+    bash run_scripts/run_tapo_qwen3_8b.sh trainer.default_local_dir="$RL_DIR/tapo_qwen3_8b"
+stage merge_grpo "$RL_DIR/grpo_qwen3_8b" merge_actor "$RL_DIR/grpo_qwen3_8b" "$HF_DIR/grpo_qwen3_8b"
+stage merge_tapo "$RL_DIR/tapo_qwen3_8b" merge_actor "$RL_DIR/tapo_qwen3_8b" "$HF_DIR/tapo_qwen3_8b"
+stage eval_grpo "$HF_DIR/grpo_qwen3_8b ${BENCHMARKS[*]}" python -m recipe_tapo.evaluation.evaluate \
+    --model "$HF_DIR/grpo_qwen3_8b" --out-dir "$EVAL_DIR/grpo" "${EVAL_ARGS[@]}"
+stage eval_tapo "$HF_DIR/tapo_qwen3_8b ${BENCHMARKS[*]}" python -m recipe_tapo.evaluation.evaluate \
+    --model "$HF_DIR/tapo_qwen3_8b" --out-dir "$EVAL_DIR/tapo" "${EVAL_ARGS[@]}"
+stage table "$EVAL_DIR/grpo/eval_results.json $EVAL_DIR/tapo/eval_results.json" python -m recipe_tapo.reproduction_table \
+    --run GRPO="$EVAL_DIR/grpo/eval_results.json" --run TAPO="$EVAL_DIR/tapo/eval_results.json" \
+    --out "$WORK_DIR/results.md"
+
+if [[ "$DRY" != 1 ]]; then
+    echo "== all stages done; the table: $WORK_DIR/results.md"
+    cat "$WORK_DIR/results.md"
+fi
