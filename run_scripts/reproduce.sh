@@ -13,7 +13,8 @@
 #   WORK_DIR (default $HOME/tapo_work): checkpoints, cold-start data, evaluations, stage markers
 #   DATA_DIR (default $WORK_DIR/data); BASE_MODEL (default Qwen/Qwen3-8B); TEACHER (optional: a
 #   stronger model writes the cold-start synthesis targets); NNODES, GPUS_PER_NODE (default 1, 8)
-#   NUM_SOLUTIONS / NUM_SYNTHESIS (default 30000 / 15000, the paper's); MIN_FREE_GB (default 800)
+#   NUM_SOLUTIONS / NUM_SYNTHESIS (default 30000 / 15000, the paper's); MIN_FREE_GB (default 800);
+#   SKIP_ENV_CHECK=1 skips the environment check (a stage run off the GPU machine, e.g. the table)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source run_scripts/common.sh
@@ -70,7 +71,7 @@ stage() {
         printf '   +'; printf ' %q' "$@"; printf '\n'
         return 0
     fi
-    if [[ "$ENV_CHECKED" == 0 ]]; then
+    if [[ "$ENV_CHECKED" == 0 && "${SKIP_ENV_CHECK:-0}" != 1 ]]; then
         echo "== environment check before stage $name"
         python -m recipe_tapo.cold_start_env --gpus "$GPUS_PER_NODE" --work-dir "$WORK_DIR" --min-free-gb "$MIN_FREE_GB"
         ENV_CHECKED=1
