@@ -1,0 +1,114 @@
+"""Build the toy task's model and data, deterministically by seed.
+
+    python -m recipe_tapo.toy.build --out DIR [--seed 0] [--train 4000] [--val 64] [--test 200] \\
+        [--sft 6000] [--error-rate 0.08]
+
+writes into DIR:
+- `model/`: a character-level tokenizer (byte-level BPE with no merges: one token per ASCII
+  character; ChatML template, eos `<|im_end|>`) and a randomly initialised Qwen2 of about 0.8M
+  parameters (4 layers, width 128);
+- `data/{train,val,test}.parquet`: problems in the recipe's RL row layout (data source `toy_chain`),
+  disjoint by problem text;
+- `data/sft.parquet`: `messages` chats (prompt, then a step-per-line solution in which each step is
+  wrong with probability `--error-rate`), for the plain SFT that gives the policy its starting skill
+  and its natural mistakes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+
+from recipe_tapo.data.rows import build_prompt, make_row
+from recipe_tapo.tiny_assets import SPECIAL_TOKENS, build_tokenizer
+from recipe_tapo.toy.task import DATA_SOURCE, sample_problem, write_solution
+
+BYTE_ALPHABET = 256
+MODEL_WIDTH, MODEL_LAYERS = 128, 4
+
+
+def build_model_dir(out_dir: str, seed: int = 0) -> str:
+    """Character-level tokenizer + random Qwen2 in `out_dir`; returns `out_dir`."""
+    import torch
+    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+
+    tokenizer = build_tokenizer(out_dir, vocab_size=len(SPECIAL_TOKENS) + BYTE_ALPHABET, seed=seed)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=MODEL_WIDTH,
+        intermediate_size=2 * MODEL_WIDTH,
+        num_hidden_layers=MODEL_LAYERS,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        torch_dtype="float32",
+    )
+    torch.manual_seed(seed)
+    model = Qwen2ForCausalLM(config)
+    model.generation_config = GenerationConfig(eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    model.save_pretrained(out_dir)
+    return out_dir
+
+
+def build_data(out_dir: str, seed: int, train: int, val: int, test: int, sft: int, error_rate: float) -> dict[str, str]:
+    """The RL splits (disjoint problems) and the SFT chats; returns the paths by name."""
+    import pandas as pd
+
+    rng = random.Random(seed)
+    seen: set[str] = set()
+
+    def fresh() -> object:
+        while True:
+            problem = sample_problem(rng)
+            if problem.text not in seen:
+                seen.add(problem.text)
+                return problem
+
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {}
+    for split, count in (("test", test), ("val", val), ("train", train)):
+        rows = []
+        for index in range(count):
+            problem = fresh()
+            rows.append(make_row(DATA_SOURCE, problem.text, str(problem.answer), split, index, f"{split}-{index}"))
+        paths[split] = os.path.join(out_dir, f"{split}.parquet")
+        pd.DataFrame(rows).to_parquet(paths[split], index=False)
+    held_out = set(seen)
+    chats = []
+    while len(chats) < sft:
+        problem = sample_problem(rng)
+        if problem.text in held_out:
+            continue
+        solution, _ = write_solution(problem, rng, error_rate)
+        chats.append({"messages": [*build_prompt(problem.text), {"role": "assistant", "content": solution}]})
+    paths["sft"] = os.path.join(out_dir, "sft.parquet")
+    pd.DataFrame(chats).to_parquet(paths["sft"], index=False)
+    return paths
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train", type=int, default=4000)
+    parser.add_argument("--val", type=int, default=64)
+    parser.add_argument("--test", type=int, default=200)
+    parser.add_argument("--sft", type=int, default=6000)
+    parser.add_argument("--error-rate", type=float, default=0.08, help="chance that an SFT solution step is wrong")
+    args = parser.parse_args(argv)
+    if not 0.0 <= args.error_rate < 1.0:
+        parser.error(f"--error-rate must be in [0, 1), got {args.error_rate}")
+    model = build_model_dir(os.path.join(args.out, "model"), args.seed)
+    paths = build_data(os.path.join(args.out, "data"), args.seed, args.train, args.val, args.test, args.sft, args.error_rate)
+    print(f"model: {model}")
+    for name, path in paths.items():
+        print(f"{name}: {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""Chains of additions and subtractions of 2-digit numbers, solved one step per line.
+
+    Compute 47 + 25 - 13 + 88.        ->   47 + 25 = 72
+                                           72 - 13 = 59
+                                           59 + 88 = 147
+                                           \\boxed{147}
+
+Mistakes are natural and checkable: a step's result is off (a carry or borrow slip of 1 or 10, or
+two digits swapped) and the following steps carry the wrong value forward correctly, so the final
+answer is wrong. `first_wrong_step` finds the first line whose arithmetic is wrong, which is what a
+programmatic teacher needs to write a synthesis target (`recipe_tapo.toy.teacher`).
+
+Everything is deterministic by seed. Rows use the recipe's layout (`recipe_tapo.data.rows`) and are
+scored by the math reward (`recipe_tapo.reward.math_reward`), data source `toy_chain`.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+
+DATA_SOURCE = "toy_chain"
+_STEP = re.compile(r"^\s*(-?\d+)\s*([+-])\s*(\d+)\s*=\s*(-?\d+)\s*$")
+_PROBLEM = re.compile(r"Compute ((?:\d+ [+-] )+\d+)\.")
+
+
+@dataclass(frozen=True)
+class ChainProblem:
+    """`terms[0] ops[0] terms[1] ops[1] ...`; ops are "+" or "-"."""
+
+    terms: tuple[int, ...]
+    ops: tuple[str, ...]
+
+    @property
+    def text(self) -> str:
+        expression = str(self.terms[0]) + "".join(f" {op} {term}" for op, term in zip(self.ops, self.terms[1:]))
+        return f"Compute {expression}."
+
+    @property
+    def answer(self) -> int:
+        return self.partial_results()[-1]
+
+    def partial_results(self) -> list[int]:
+        value, results = self.terms[0], []
+        for op, term in zip(self.ops, self.terms[1:], strict=True):
+            value = value + term if op == "+" else value - term
+            results.append(value)
+        return results
+
+
+def sample_problem(rng: random.Random, min_terms: int = 3, max_terms: int = 5) -> ChainProblem:
+    count = rng.randint(min_terms, max_terms)
+    return ChainProblem(tuple(rng.randint(10, 99) for _ in range(count)), tuple(rng.choice("+-") for _ in range(count - 1)))
+
+
+def parse_problem(text: str) -> ChainProblem | None:
+    """The problem stated in `text` ("Compute 47 + 25 - 13.", anywhere in it), or None."""
+    match = _PROBLEM.search(text)
+    if not match:
+        return None
+    tokens = match.group(1).split()
+    return ChainProblem(tuple(int(token) for token in tokens[0::2]), tuple(tokens[1::2]))
+
+
+def slip(value: int, rng: random.Random) -> int:
+    """A plausible wrong result for `value`: off by 1 or 10 either way, or two digits swapped."""
+    candidates = {value + 1, value - 1, value + 10, value - 10}
+    digits = str(abs(value))
+    if len(digits) >= 2 and digits[-1] != digits[-2]:
+        swapped = int(digits[:-2] + digits[-1] + digits[-2])
+        candidates.add(-swapped if value < 0 else swapped)
+    candidates.discard(value)
+    return rng.choice(sorted(candidates))
+
+
+def write_solution(problem: ChainProblem, rng: random.Random, error_rate: float = 0.0) -> tuple[str, bool]:
+    """A step-per-line solution; each step is slipped with probability `error_rate`.
+
+    Returns the text and whether its final answer is right.
+    """
+    lines, value = [], problem.terms[0]
+    for op, term in zip(problem.ops, problem.terms[1:], strict=True):
+        result = value + term if op == "+" else value - term
+        if rng.random() < error_rate:
+            result = slip(result, rng)
+        lines.append(f"{value} {op} {term} = {result}")
+        value = result
+    lines.append(f"\\boxed{{{value}}}")
+    return "\n".join(lines), value == problem.answer
+
+
+@dataclass(frozen=True)
+class WrongStep:
+    """The first line whose arithmetic is wrong: its index among the lines, text and right result."""
+
+    line_index: int
+    line: str
+    left: int
+    op: str
+    term: int
+    correct: int
+
+
+def first_wrong_step(solution: str) -> WrongStep | None:
+    """The first step line `a op b = c` with c != a op b; None when every step line is right."""
+    for index, line in enumerate(solution.split("\n")):
+        match = _STEP.match(line)
+        if not match:
+            continue
+        left, op, term, result = int(match.group(1)), match.group(2), int(match.group(3)), int(match.group(4))
+        correct = left + term if op == "+" else left - term
+        if result != correct:
+            return WrongStep(index, line, left, op, term, correct)
+    return None
+
+
+def continue_from(left: int, problem: ChainProblem, step_index: int) -> list[str]:
+    """Correct step lines from step `step_index` on, starting from the value `left`, and the answer."""
+    lines, value = [], left
+    for op, term in zip(problem.ops[step_index:], problem.terms[step_index + 1 :], strict=True):
+        result = value + term if op == "+" else value - term
+        lines.append(f"{value} {op} {term} = {result}")
+        value = result
+    lines.append(f"\\boxed{{{value}}}")
+    return lines

@@ -1,0 +1,105 @@
+"""The toy task: chains of 2-digit additions/subtractions with natural, checkable mistakes."""
+
+import os
+import random
+
+import pandas as pd
+import pytest
+
+from recipe_tapo.config import SplicingConfig, TapoConfig
+from recipe_tapo.data.rows import build_prompt
+from recipe_tapo.splicing import splice_trajectory
+from recipe_tapo.synthesis import build_synthesis_prompt, parse_synthesis_output
+from recipe_tapo.toy.build import build_data
+from recipe_tapo.toy.task import ChainProblem, first_wrong_step, parse_problem, sample_problem, slip, write_solution
+from recipe_tapo.toy.teacher import ToyTeacher
+from recipe_tapo.workers.augmentation import SynthesisRequest
+
+PROBLEM = ChainProblem((47, 25, 13, 88), ("+", "-", "+"))
+TOY_TEMPLATE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "config", "prompts", "toy_synthesis_anchor.txt")
+
+
+def test_a_right_solution_is_one_step_per_line():
+    text, correct = write_solution(PROBLEM, random.Random(0))
+    assert text == "47 + 25 = 72\n72 - 13 = 59\n59 + 88 = 147\n\\boxed{147}"
+    assert correct and PROBLEM.answer == 147 and first_wrong_step(text) is None
+    assert parse_problem(build_prompt(PROBLEM.text)[0]["content"]) == PROBLEM
+
+
+def test_a_slip_carries_forward_and_is_found():
+    rng = random.Random(3)
+    wrong = [write_solution(sample_problem(rng), rng, error_rate=0.5) for _ in range(200)]
+    assert 0.3 < sum(not correct for _, correct in wrong) / len(wrong) < 0.95
+    for text, correct in wrong:
+        step = first_wrong_step(text)
+        if not correct:  # a wrong answer always comes from a wrong step (a later slip may cancel one)
+            assert step is not None
+        if step is not None:
+            assert step.line == text.split("\n")[step.line_index]
+
+
+@pytest.mark.parametrize("value", [0, 7, 59, 100, 147, -31])
+def test_a_slip_is_always_wrong(value):
+    assert all(slip(value, random.Random(seed)) != value for seed in range(50))
+
+
+def test_problems_are_deterministic_by_seed():
+    assert sample_problem(random.Random(5)) == sample_problem(random.Random(5))
+
+
+def _wrong_and_right(seed=11):
+    rng = random.Random(seed)
+    problem = sample_problem(rng, 4, 4)
+    while True:
+        wrong, correct = write_solution(problem, rng, 0.4)
+        if not correct and first_wrong_step(wrong):
+            return problem, wrong, write_solution(problem, rng)[0]
+
+
+@pytest.mark.parametrize("mode", ["anchor", "verbatim"])
+@pytest.mark.parametrize("prefix_end", ["after_error", "before_error"])
+def test_the_teachers_targets_parse_splice_and_are_right(tapo_tokenizer, mode, prefix_end):
+    from recipe_tapo.reward.math_reward import compute_score
+
+    problem, wrong, right = _wrong_and_right()
+    question = build_prompt(problem.text)[0]["content"]
+    teacher = ToyTeacher({"tapo": {"synthesis": {"prefix_end": prefix_end}}}, tapo_tokenizer)
+    (output,) = teacher([SynthesisRequest(0, "u", question, wrong, right, mode, [], [])], timeout_s=1)
+    parsed = parse_synthesis_output(output.text, mode)
+    assert parsed.ok and output.num_tokens > 0
+    ids = tapo_tokenizer.encode(wrong, add_special_tokens=False)
+    spliced = splice_trajectory(wrong, ids, parsed, tapo_tokenizer, SplicingConfig(min_prefix_tokens=1),
+                                prefix_end=prefix_end)
+    assert spliced.ok, spliced.failure
+    step = first_wrong_step(wrong)
+    kept = "\n".join(wrong.split("\n")[: step.line_index + (prefix_end == "after_error")])
+    assert spliced.text.startswith(kept)
+    if prefix_end == "after_error":
+        assert spliced.text[len(kept):].lstrip().startswith(f"Wait, {step.left} {step.op} {step.term} = {step.correct}")
+    assert compute_score("toy_chain", spliced.text, str(problem.answer))["score"] == 1.0
+
+
+def test_the_teacher_skips_answers_without_a_wrong_step():
+    _, _, right = _wrong_and_right()
+    question = build_prompt(PROBLEM.text)[0]["content"]
+    assert ToyTeacher()([SynthesisRequest(0, "u", question, "no steps here \\boxed{3}", right, "anchor", [], [])], 1) == [None]
+
+
+def test_the_toy_template_is_short_and_complete(tapo_tokenizer):
+    config = TapoConfig.from_dict({"synthesis": {"mode": "anchor", "template_path": TOY_TEMPLATE}}).synthesis
+    problem, wrong, right = _wrong_and_right()
+    prompt = build_synthesis_prompt(build_prompt(problem.text)[0]["content"], wrong, right, tapo_tokenizer, config)
+    assert prompt.ok and "Fix the first wrong step." in prompt.messages[0]["content"]
+    assert len(prompt.messages[0]["content"]) < 600
+
+
+def test_splits_are_disjoint_rows_and_sft_chats(tmp_path):
+    paths = build_data(str(tmp_path), seed=0, train=50, val=10, test=20, sft=30, error_rate=0.2)
+    frames = {name: pd.read_parquet(path) for name, path in paths.items()}
+    problems = {name: {row["problem"] for row in frame["extra_info"]} for name, frame in frames.items() if name != "sft"}
+    assert not problems["train"] & problems["test"] and not problems["val"] & problems["test"]
+    assert len(frames["train"]) == 50 and set(frames["train"]["data_source"]) == {"toy_chain"}
+    chats = frames["sft"]["messages"]
+    assert len(chats) == 30 and all(chat[-1]["role"] == "assistant" for chat in chats)
+    sft_problems = {parse_problem(chat[0]["content"]).text for chat in chats}
+    assert not sft_problems & (problems["test"] | problems["val"] | problems["train"])
