@@ -355,7 +355,7 @@ class RayTAPOTrainer(RayPPOTrainer):
                         if curr_step_profile:
                             self.llm_server_manager.start_profile()
                         gen_output = self.async_rollout_manager.generate_sequences(gen_batch_output)
-                        # TAPO: the replicas stay awake until the synthesis round below.
+                        # TAPO: with TAPO on, the replicas stay awake for the synthesis round below.
                         if curr_step_profile:
                             self.llm_server_manager.stop_profile()
                         timing_raw.update(gen_output.meta_info["timing"])
@@ -365,18 +365,20 @@ class RayTAPOTrainer(RayPPOTrainer):
                     batch = batch.union(gen_output)
                     if "response_mask" not in batch.batch.keys():
                         batch.batch["response_mask"] = compute_response_mask(batch)
+                    if self.augmenter is None:
+                        self.checkpoint_manager.sleep_replicas()
                     if self.use_rm and "rm_scores" not in batch.batch.keys():
                         with marked_timer("reward", timing_raw, color="yellow"):
                             batch = batch.union(self._compute_reward_colocate(batch))
 
-                    # TAPO: synthesis with this step's weights, then the rollout replicas sleep.
+                    # TAPO: synthesis needs the rewards and this step's weights; the replicas sleep after it.
                     augmentation = None
                     if self.augmenter is not None:
                         with marked_timer("tapo_synthesis", timing_raw, color="purple"):
                             if "raw_prompt" not in batch.non_tensor_batch:
                                 batch.non_tensor_batch["raw_prompt"] = raw_prompts
                             augmentation = self._tapo_augment(batch, metrics)
-                    self.checkpoint_manager.sleep_replicas()
+                        self.checkpoint_manager.sleep_replicas()
                     batch = self._tapo_insert(batch, augmentation)
 
                     if self.config.trainer.balance_batch:
