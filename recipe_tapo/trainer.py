@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import time
 import traceback
 import uuid
 from pprint import pprint
@@ -180,19 +179,23 @@ class RayTAPOTrainer(RayPPOTrainer):
         factor = compute_constructed_token_factor(
             batch.batch["old_log_probs"], entropys, batch.batch["response_mask"], is_constructed, self.tapo_config
         )
-        advantages, returns = compute_tapo_advantage(
+        advantages, returns = self._dae(batch, factor)
+        batch.batch["advantages"] = advantages
+        batch.batch["returns"] = returns
+        return factor
+
+    def _dae(self, batch: DataProto, constructed_token_factor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The `tapo` estimator on the batch, its constructed rows scaled by the given factor."""
+        return compute_tapo_advantage(
             token_level_rewards=batch.batch["token_level_rewards"],
             response_mask=batch.batch["response_mask"],
             index=batch.non_tensor_batch["uid"],
             norm_adv_by_std_in_grpo=self.config.algorithm.get("norm_adv_by_std_in_grpo", True),
             config=self.config.algorithm,
-            is_constructed=is_constructed,
-            constructed_token_factor=factor,
+            is_constructed=batch.non_tensor_batch[IS_CONSTRUCTED],
+            constructed_token_factor=constructed_token_factor,
             tapo_config=self.tapo_config,
         )
-        batch.batch["advantages"] = advantages
-        batch.batch["returns"] = returns
-        return factor
 
     def _tapo_metrics_and_dump(self, batch: DataProto, factor: torch.Tensor | None, augmentation, metrics) -> None:
         """`tapo/` metrics that need the final batch, and the inspection dump of this step."""
@@ -233,17 +236,7 @@ class RayTAPOTrainer(RayPPOTrainer):
         constructed = np.asarray(batch.non_tensor_batch[IS_CONSTRUCTED], dtype=bool)
         if constructed.any():
             # The row's DAE advantage before lambda and OTS: the estimator with a unit factor.
-            unit_factor = batch.batch["response_mask"].to(torch.float32)
-            dae, _ = compute_tapo_advantage(
-                token_level_rewards=batch.batch["token_level_rewards"],
-                response_mask=batch.batch["response_mask"],
-                index=batch.non_tensor_batch["uid"],
-                norm_adv_by_std_in_grpo=self.config.algorithm.get("norm_adv_by_std_in_grpo", True),
-                config=self.config.algorithm,
-                is_constructed=constructed,
-                constructed_token_factor=unit_factor,
-                tapo_config=self.tapo_config,
-            )
+            dae, _ = self._dae(batch, batch.batch["response_mask"].to(torch.float32))
         for row in np.flatnonzero(constructed).tolist():
             record = records[int(batch.non_tensor_batch[ATTEMPT][row])]
             mask = batch.batch["response_mask"][row].bool()

@@ -21,7 +21,7 @@ import os
 import random
 
 from recipe_tapo.data.rows import build_prompt, make_row
-from recipe_tapo.tiny_assets import SPECIAL_TOKENS, build_tokenizer
+from recipe_tapo.tiny_assets import SPECIAL_TOKENS, build_model, build_tokenizer
 from recipe_tapo.toy.task import DATA_SOURCE, sample_problem, write_solution
 
 BYTE_ALPHABET = 256
@@ -30,28 +30,8 @@ MODEL_WIDTH, MODEL_LAYERS = 128, 4
 
 def build_model_dir(out_dir: str, seed: int = 0) -> str:
     """Character-level tokenizer + random Qwen2 in `out_dir`; returns `out_dir`."""
-    import torch
-    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
-
     tokenizer = build_tokenizer(out_dir, vocab_size=len(SPECIAL_TOKENS) + BYTE_ALPHABET, seed=seed)
-    config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=MODEL_WIDTH,
-        intermediate_size=2 * MODEL_WIDTH,
-        num_hidden_layers=MODEL_LAYERS,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
-        tie_word_embeddings=True,
-        bos_token_id=None,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        torch_dtype="float32",
-    )
-    torch.manual_seed(seed)
-    model = Qwen2ForCausalLM(config)
-    model.generation_config = GenerationConfig(eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    model.save_pretrained(out_dir)
+    build_model(out_dir, tokenizer, seed=seed, hidden_size=MODEL_WIDTH, num_layers=MODEL_LAYERS)
     return out_dir
 
 
