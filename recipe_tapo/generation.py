@@ -44,9 +44,14 @@ def chat_prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
 
 
 class HFGenerator:
-    """The recipe's CPU sampling engine (`recipe_tapo.workers.cpu_backend.hf_sampler`), one sample at a time."""
+    """The recipe's CPU sampling engine (`recipe_tapo.workers.cpu_backend.hf_sampler`): all samples of all
+    prompts go through one continuously batched sampler, `max_batch` sequences per decoding step.
 
-    def __init__(self, model_path: str, progress_every: int = 50):
+    Sample k of prompt i draws from its own random stream, derived from (seed, i, k), so the samples
+    do not depend on the batch size or on which samples share a step.
+    """
+
+    def __init__(self, model_path: str, progress_every: int = 50, max_batch: int = 64):
         from transformers import AutoTokenizer
 
         from recipe_tapo.workers.cpu_backend.hf_sampler import load_causal_lm, stop_token_ids_of
@@ -55,21 +60,42 @@ class HFGenerator:
         tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.stop_token_ids = stop_token_ids_of(self.model.generation_config, tokenizer)
         self.progress_every = progress_every
+        self.max_batch = max_batch
+
+    @staticmethod
+    def sample_stream(seed: int, prompt_index: int, sample_index: int):
+        import hashlib
+
+        import torch
+
+        digest = hashlib.sha256(f"{seed}:prompt{prompt_index}:sample{sample_index}".encode()).digest()
+        return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little"))
 
     def generate(self, prompt_ids: list[list[int]], settings: SamplingSettings) -> list[list[list[int]]]:
-        from recipe_tapo.workers.cpu_backend.hf_sampler import HFSampler
+        from recipe_tapo.workers.cpu_backend.hf_sampler import HFSampler, SampleRequest
 
         sampler = HFSampler(self.model, self.stop_token_ids, seed=settings.seed)
-        results, start = [], time.monotonic()
-        for index, prompt in enumerate(prompt_ids, start=1):
-            results.append([
-                sampler.sample(prompt, settings.max_new_tokens, settings.temperature, settings.top_p)[0]
-                for _ in range(settings.n)
-            ])
-            if index % self.progress_every == 0 or index == len(prompt_ids):
-                print(f"[generate/hf] {index}/{len(prompt_ids)} prompts, {time.monotonic() - start:.1f}s",
-                      file=sys.stderr, flush=True)
-        return results
+        requests = [
+            [SampleRequest(list(prompt), settings.max_new_tokens, settings.temperature, settings.top_p,
+                           generator=self.sample_stream(settings.seed, index, k)) for k in range(settings.n)]
+            for index, prompt in enumerate(prompt_ids)
+        ]
+        owner = {id(request): index for index, group in enumerate(requests) for request in group}
+        left = [settings.n] * len(prompt_ids)
+        done, start = 0, time.monotonic()
+
+        def on_finished(request):
+            nonlocal done
+            index = owner[id(request)]
+            left[index] -= 1
+            if left[index] == 0:
+                done += 1
+                if done % self.progress_every == 0 or done == len(prompt_ids):
+                    print(f"[generate/hf] {done}/{len(prompt_ids)} prompts, {time.monotonic() - start:.1f}s",
+                          file=sys.stderr, flush=True)
+
+        sampler.sample_batch([request for group in requests for request in group], self.max_batch, on_finished)
+        return [[request.tokens for request in group] for group in requests]
 
 
 class VLLMGenerator:

@@ -37,6 +37,18 @@ def test_hf_backend_returns_n_samples_per_prompt_within_the_budget(tiny):
     assert generator.generate(prompts, settings) == samples
 
 
+def test_hf_samples_do_not_depend_on_the_batch_size(tiny):
+    """Every sample has its own stream (seed, prompt, k), and batching leaves a sequence's arithmetic alone."""
+    path, tokenizer = tiny
+    generator = make_generator(path, backend="hf")
+    prompts = [chat_prompt_ids(tokenizer, [{"role": "user", "content": q}]) for q in ("1 + 2?", "Hello there", "7")]
+    settings = SamplingSettings(n=4, temperature=0.8, top_p=0.9, max_new_tokens=8, seed=3)
+    batched = generator.generate(prompts, settings)
+    generator.max_batch = 1
+    assert generator.generate(prompts, settings) == batched
+    assert len({tuple(sample) for sample in batched[0]}) > 1  # the n samples of a prompt differ
+
+
 def test_backend_choice_and_errors():
     assert resolve_backend("hf") == "hf"
     assert resolve_backend("auto") == "hf"  # no CUDA device here

@@ -29,7 +29,7 @@ from verl.workers.config import HFModelConfig, RolloutConfig
 from verl.workers.rollout.base import BaseRollout
 from verl.workers.rollout.replica import RolloutReplica, TokenOutput
 
-from recipe_tapo.workers.cpu_backend.hf_sampler import HFSampler, load_causal_lm, stop_token_ids_of
+from recipe_tapo.workers.cpu_backend.hf_sampler import HFSampler, SampleRequest, load_causal_lm, stop_token_ids_of
 
 SERVER_NAME_PREFIX = "hf_"
 
@@ -63,7 +63,12 @@ def max_new_tokens_for(prompt_len: int, sampling_params: dict, prompt_length: in
 
 
 class HFGenerationServer:
-    """Token-in/token-out generation with a transformers causal LM on the CPU (a Ray actor)."""
+    """Token-in/token-out generation with a transformers causal LM on the CPU (a Ray actor).
+
+    Concurrent requests are batched continuously (`HFSampler`): each decoding step is one forward
+    over every active sequence; a request's sample depends only on its own stream, never on the
+    requests it shares steps with.
+    """
 
     def __init__(self, config: RolloutConfig, model_config: HFModelConfig, replica_rank: int):
         config = omega_conf_to_dataclass(config)
@@ -80,8 +85,15 @@ class HFGenerationServer:
         # Draws per stream key, for the weights of one step (cleared when the step changes).
         self._draws: Counter[str] = Counter()
         self._draws_step: Optional[int] = None
-        # One request at a time: the model is shared and CPU generation gains little from overlap.
-        self._lock = asyncio.Lock()
+        # Continuous batching: `generate` queues its request; one scheduler task (per event loop)
+        # admits waiting requests and runs decoding steps, each ONE forward over every active
+        # sequence, until nothing is left (see `_schedule`).
+        self.max_batch = max(1, int(getattr(config, "max_num_seqs", None) or 256))
+        self._waiting: list[tuple[SampleRequest, asyncio.Future]] = []
+        self._futures: dict[int, asyncio.Future] = {}  # id(request) -> its caller's future, while active
+        self._scheduler: Optional[asyncio.Task] = None
+        # Held for each step (in a worker thread) and by `load_weights`: weights change between steps.
+        self._model_lock = asyncio.Lock()
         self.global_steps: Optional[int] = None
         self.weight_version = 0
 
@@ -144,13 +156,14 @@ class HFGenerationServer:
         ignore_eos = bool(params.get("ignore_eos", getattr(self.config, "ignore_eos", False)))
         # A greedy request draws nothing, so it leaves the sampled requests' streams as they are.
         generator = self.request_generator(prompt_ids, params, request_id) if temperature > 0 else torch.Generator()
-        async with self._lock:
-            tokens, log_probs = await asyncio.to_thread(
-                self.sampler.sample, prompt_ids, max_new, temperature, top_p, top_k, ignore_eos, generator
-            )
+        request = SampleRequest(prompt_ids, max_new, temperature, top_p, top_k, ignore_eos, generator)
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.append((request, future))
+        self._ensure_scheduler()
+        await future
         return TokenOutput(
-            token_ids=tokens,
-            log_probs=log_probs if params.get("logprobs", False) else None,
+            token_ids=request.tokens,
+            log_probs=request.log_probs if params.get("logprobs", False) else None,
             stop_reason="completed",
             extra_fields={"global_steps": self.global_steps},
         )
@@ -160,6 +173,10 @@ class HFGenerationServer:
 
         Returns the new weight version (a count of syncs), for tests and logs.
         """
+        async with self._model_lock:
+            return self._load_weights(named_tensors)
+
+    def _load_weights(self, named_tensors: dict[str, torch.Tensor]) -> int:
         missing, unexpected = self.model.load_state_dict(named_tensors, strict=False)
         tied = set(getattr(self.model, "_tied_weights_keys", None) or ())
         tied |= {"lm_head.weight"} if self.model.config.tie_word_embeddings else set()
@@ -175,6 +192,70 @@ class HFGenerationServer:
 
     async def set_global_steps(self, global_steps: int):
         self.global_steps = global_steps
+
+    def _ensure_scheduler(self):
+        loop = asyncio.get_running_loop()
+        if self._scheduler is None or self._scheduler.done() or self._scheduler.get_loop() is not loop:
+            self._scheduler = loop.create_task(self._schedule())
+
+    def _advance(self, admitted: list[SampleRequest]) -> tuple[list[SampleRequest], list[tuple[SampleRequest, Exception]]]:
+        """In a worker thread: prefill the admitted requests, then one decoding step of all active ones.
+
+        Returns the finished requests, and the admitted ones whose prefill failed (with the error).
+        """
+        finished, failed = [], []
+        for request in admitted:
+            try:
+                finished += self.sampler.admit([request])
+            except Exception as error:  # e.g. a token id outside the vocabulary: this request only
+                failed.append((request, error))
+        if self.sampler.active:
+            finished += self.sampler.step()
+        return finished, failed
+
+    def _caller_waits(self, request: SampleRequest) -> bool:
+        future = self._futures.get(id(request))
+        return future is not None and not future.done()
+
+    async def _schedule(self):
+        """Serve until no request waits or runs: each round admits what waits (up to `max_batch`
+        active sequences) and runs one batched decoding step; finished requests return at once."""
+        try:
+            while self._waiting or self.sampler.active:
+                # A caller that went away (cancelled) frees its place.
+                self._waiting = [(request, future) for request, future in self._waiting if not future.done()]
+                for request in self.sampler.drop(self._caller_waits):
+                    self._futures.pop(id(request), None)
+                room = max(0, self.max_batch - len(self.sampler.active))
+                admitted, self._waiting = self._waiting[:room], self._waiting[room:]
+                self._futures.update((id(request), future) for request, future in admitted)
+                if not admitted and not self.sampler.active:
+                    continue
+                async with self._model_lock:
+                    finished, failed = await asyncio.to_thread(self._advance, [request for request, _ in admitted])
+                for request in finished:
+                    future = self._futures.pop(id(request))
+                    if not future.done():
+                        future.set_result(None)
+                for request, error in failed:
+                    future = self._futures.pop(id(request))
+                    if not future.done():
+                        future.set_exception(error)
+        except BaseException as error:
+            # A failed step fails every request in flight; the next request starts afresh. (A step
+            # still running in its thread when the task is cancelled finishes on its own rows.)
+            self.sampler.active = []
+            pending = list(self._futures.values()) + [future for _, future in self._waiting]
+            self._futures.clear()
+            self._waiting.clear()
+            for future in pending:
+                if not future.done():
+                    if isinstance(error, asyncio.CancelledError):
+                        future.cancel()
+                    else:
+                        future.set_exception(error)
+            if not isinstance(error, Exception):
+                raise
 
     # Control calls verl makes on every server backend. CPU memory is not released between phases,
     # and requests are served to completion, so these have nothing to do.
@@ -194,8 +275,9 @@ class HFGenerationServer:
         return None
 
     async def wait_for_requests_to_drain(self):
-        async with self._lock:
-            return None
+        scheduler = self._scheduler
+        if scheduler is not None and not scheduler.done() and scheduler.get_loop() is asyncio.get_running_loop():
+            await asyncio.shield(scheduler)
 
     async def abort_all_requests(self, reject_request: bool = False, **kwargs) -> dict[str, Any]:
         return {"aborted_count": 0, "request_ids": []}
