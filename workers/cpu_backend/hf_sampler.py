@@ -13,8 +13,9 @@ sequence's tokens and log-probs do not depend on which other sequences share its
   the same bits whatever its neighbours and their number when the row count is a multiple of 4 (or
   at least 12), but other bits to the rows past the last multiple of 4 in a smaller batch (1 row
   takes the gemv path). `tests/test_hf_batching.py` checks this on the machine that runs it;
-- attention runs per sequence over its own unpadded KV cache (`_row_attention`): the same ops on
-  the same shapes whatever the batch, so no padding and no neighbour enters a sequence's arithmetic;
+- attention runs over each sequence's own unpadded KV cache (`_row_attention`), sequences with
+  equally long caches in one batched matmul (which computes each as it would alone), so no padding
+  and no neighbour enters a sequence's arithmetic;
 - each sequence samples from its own logits row with its own `torch.Generator`.
 """
 
@@ -50,17 +51,24 @@ def _row_attention(module, query, key, value, attention_mask, scaling=None, **kw
     batch, heads, _, head_dim = query.shape
     kv_heads = key.shape[1]
     scale = scaling if scaling is not None else head_dim ** -0.5
-    layer, outputs = module.layer_idx, []
+    layer = module.layer_idx
+    output = query.new_zeros(batch, 1, heads, head_dim)  # filler rows keep zeros: their outputs are discarded
+    # Rows with equally long caches attend together (a batched matmul computes each row as it would
+    # alone); a row's keys and values are its cache plus this step's, as DynamicCache.update gives.
+    lengths: dict[int, list[int]] = {}
     for index, row in enumerate(rows):
-        # What DynamicCache.update does for an unbatched decode.
-        row.keys[layer] = torch.cat([row.keys[layer], key[index:index + 1]], dim=-2)
-        row.values[layer] = torch.cat([row.values[layer], value[index:index + 1]], dim=-2)
-        grouped = query[index, :, 0, :].reshape(kv_heads, heads // kv_heads, head_dim)
-        probs = torch.softmax(torch.matmul(grouped, row.keys[layer][0].transpose(-1, -2)) * scale, dim=-1)
-        outputs.append(torch.matmul(probs, row.values[layer][0]).reshape(1, 1, heads, head_dim))
-    if batch > len(rows):  # filler rows: their outputs are discarded, and rows never mix in a matmul
-        outputs.append(query.new_zeros(batch - len(rows), 1, heads, head_dim))
-    return torch.cat(outputs, dim=0), None
+        lengths.setdefault(row.keys[layer].shape[-2], []).append(index)
+    for members in lengths.values():
+        where = torch.tensor(members)
+        keys = torch.cat([torch.cat([rows[i].keys[layer] for i in members]), key[where]], dim=-2)
+        values = torch.cat([torch.cat([rows[i].values[layer] for i in members]), value[where]], dim=-2)
+        for position, index in enumerate(members):
+            rows[index].keys[layer] = keys[position:position + 1]
+            rows[index].values[layer] = values[position:position + 1]
+        grouped = query[where, :, 0, :].reshape(len(members), kv_heads, heads // kv_heads, head_dim)
+        probs = torch.softmax(torch.matmul(grouped, keys.transpose(-1, -2)) * scale, dim=-1)
+        output[where] = torch.matmul(probs, values).reshape(len(members), 1, heads, head_dim)
+    return output, None
 
 
 AttentionInterface.register(ROW_ATTENTION, _row_attention)
