@@ -237,3 +237,26 @@ def test_weights_load_between_decoding_steps(model_dir):
         return version, [len((await request).token_ids) for request in requests]
 
     assert asyncio.run(sync_while_generating()) == (1, [12, 12, 12])
+
+
+def test_models_with_sliding_window_layers_decode_each_sequence_alone():
+    """The row attention serves plain full-attention caches only; other models keep the unbatched path."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    config = Qwen2Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, use_sliding_window=True, sliding_window=4,
+                         layer_types=["full_attention", "sliding_attention"], attn_implementation="sdpa")
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(config).eval()
+    sampler = HFSampler(model, set())
+
+    def requests():
+        return [SampleRequest(list(range(1, 3 + i)), 8, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+
+    batch = requests()
+    sampler.admit(batch)
+    assert all(row.cache is not None for row in sampler.active)  # decoded alone, with a DynamicCache
+    while sampler.active:
+        sampler.step()
+    for request, fresh in zip(batch, requests()):
+        assert request.tokens == _unbatched_sample(model, fresh)[0]
