@@ -7,6 +7,8 @@ token ids, so evaluation and the difficulty filter never depend on which one ran
     samples = generator.generate(prompt_ids, SamplingSettings(n=16, temperature=0.6, top_p=0.95))
 """
 
+import argparse
+import json
 import sys
 import time
 from dataclasses import dataclass
@@ -37,10 +39,24 @@ class TextGenerator(Protocol):
         """For each prompt, `settings.n` responses as token ids (EOS included when sampled)."""
 
 
-def chat_prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
-    """Token ids of a chat prompt with the generation prompt appended, as verl's rollout builds it."""
-    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+def chat_prompt_ids(tokenizer, messages: list[dict], chat_template_kwargs: dict | None = None) -> list[int]:
+    """Token ids of a chat prompt with the generation prompt appended, as verl's rollout builds it
+    (`chat_template_kwargs` as verl's `data.apply_chat_template_kwargs`, e.g. enable_thinking=False)."""
+    text = tokenizer.apply_chat_template(
+        messages, add_generation_prompt=True, tokenize=False, **(chat_template_kwargs or {})
+    )
     return tokenizer.encode(text, add_special_tokens=False)
+
+
+def parse_chat_template_kwargs(text: str) -> dict:
+    """`--chat-template-kwargs` JSON (an object), e.g. '{"enable_thinking": false}' for Qwen3."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"--chat-template-kwargs is not JSON: {error}") from error
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"--chat-template-kwargs must be a JSON object, got {text!r}")
+    return value
 
 
 class HFGenerator:
@@ -147,6 +163,13 @@ def add_generation_arguments(parser, temperature: float, top_p: float) -> None:
     parser.add_argument("--top-p", type=float, default=top_p)
     parser.add_argument("--max-new-tokens", type=int, default=3072)
     parser.add_argument("--max-prompt-tokens", type=int, default=None, help="longer prompts are skipped and counted")
+    parser.add_argument(
+        "--chat-template-kwargs",
+        type=parse_chat_template_kwargs,
+        default={},
+        help="JSON object passed to the chat template, as the RL run's data.apply_chat_template_kwargs "
+        "(Qwen3 non-thinking: '{\"enable_thinking\": false}')",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=None, help="first N problems of each file (smoke runs)")
     parser.add_argument("--backend", choices=BACKENDS, default="auto", help="auto: vllm on a GPU machine, else hf")

@@ -100,12 +100,15 @@ fi
 
 TEACHER_ARGS=()
 [[ -n "$TEACHER" ]] && TEACHER_ARGS=(--teacher "$TEACHER")
-EVAL_ARGS=(--data "${BENCHMARKS[@]}" --n 16 --temperature 0.6 --top-p 0.95 --max-new-tokens 8192 --k 1 2 4 8 16)
+# Qwen3-8B non-thinking everywhere: the RL runs set data.apply_chat_template_kwargs.enable_thinking=false.
+NON_THINKING=(--chat-template-kwargs '{"enable_thinking": false}')
+EVAL_ARGS=(--data "${BENCHMARKS[@]}" --n 16 --temperature 0.6 --top-p 0.95 --max-new-tokens 8192 --k 1 2 4 8 16
+           "${NON_THINKING[@]}")
 
 stage data "" bash run_scripts/prepare_data.sh
 stage filter "$TRAIN_FILE" python -m recipe_tapo.data.difficulty_filter --model "$BASE_MODEL" \
     --input "$TRAIN_FILE" --output "$ZPD_FILE" --k 8 --min-correct 1 --max-correct 7 --max-new-tokens 8192 \
-    --max-prompt-tokens 1024
+    --max-prompt-tokens 1024 "${NON_THINKING[@]}"
 stage cold_start_data "$TRAIN_FILE" python -m recipe_tapo.cold_start --model "$BASE_MODEL" "${TEACHER_ARGS[@]}" \
     --input "$TRAIN_FILE" --output-dir "$COLD_DIR" --k 8 \
     --num-solutions "$NUM_SOLUTIONS" --num-synthesis "$NUM_SYNTHESIS" \

@@ -65,7 +65,8 @@ def main(argv=None) -> dict:
     rows = table.to_dict(orient="records")
     print(f"[filter] {args.input}: {len(rows)} problems, {args.k} samples each", file=sys.stderr)
     outcome = sample_and_score(rows, AutoTokenizer.from_pretrained(args.model), generator_from_args(args.model, args),
-                               settings_from_args(args.k, args), max_prompt_tokens=args.max_prompt_tokens)
+                               settings_from_args(args.k, args), max_prompt_tokens=args.max_prompt_tokens,
+                               chat_template_kwargs=args.chat_template_kwargs)
 
     kept = within_bounds(outcome.scored, args.min_correct, args.max_correct)
     table.iloc[[row.row_index for row in kept]].to_parquet(args.output, index=False)

@@ -46,7 +46,7 @@ def main(argv=None) -> dict:
 
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     outcome = sample_and_score(rows, tokenizer, generator_from_args(args.model, args), settings,
-                               max_prompt_tokens=args.max_prompt_tokens)
+                               max_prompt_tokens=args.max_prompt_tokens, chat_template_kwargs=args.chat_template_kwargs)
     for reason, count in sorted(outcome.skipped.items()):
         print(f"[evaluate] skipped {count} rows: {reason}", file=sys.stderr)
     for reason, count in sorted(outcome.bad_responses.items()):
@@ -63,8 +63,8 @@ def main(argv=None) -> dict:
                                                "correct": correct, "response": response})
 
     metrics = {name: benchmark_metrics(samples, ks=args.k) for name, samples in samples_by_benchmark.items()}
-    report_settings = {**vars(settings), "backend": args.backend, "skipped_rows": dict(outcome.skipped),
-                       "bad_responses": dict(outcome.bad_responses)}
+    report_settings = {**vars(settings), "backend": args.backend, "chat_template_kwargs": args.chat_template_kwargs,
+                       "skipped_rows": dict(outcome.skipped), "bad_responses": dict(outcome.bad_responses)}
     report = build_report(metrics, model=args.model, settings=report_settings)
     json_path, markdown_path = write_report(report, args.out_dir)
     print(render_markdown(report))

@@ -89,7 +89,8 @@ def problem_id_of(row: dict, row_index: int) -> str:
 
 
 def sample_and_score(rows: list[dict], tokenizer, generator: TextGenerator, settings: SamplingSettings,
-                     max_prompt_tokens: int | None = None, reward_kwargs: dict | None = None) -> SamplingOutcome:
+                     max_prompt_tokens: int | None = None, reward_kwargs: dict | None = None,
+                     chat_template_kwargs: dict | None = None) -> SamplingOutcome:
     """Generate `settings.n` responses for every valid row in one batch, then score each.
 
     Skip reasons: `malformed_prompt` (no chat list of role/content messages), `missing_ground_truth`,
@@ -113,7 +114,7 @@ def sample_and_score(rows: list[dict], tokenizer, generator: TextGenerator, sett
         if truth is None:
             outcome.skip(row_index, row, "missing_ground_truth")
             continue
-        ids = chat_prompt_ids(tokenizer, messages)
+        ids = chat_prompt_ids(tokenizer, messages, chat_template_kwargs)
         if max_prompt_tokens is not None and len(ids) > max_prompt_tokens:
             outcome.skip(row_index, row, "prompt_too_long")
             continue
