@@ -115,9 +115,15 @@ def test_builder_output_loads_in_verls_sft_dataset(built, tiny):
 def test_sft_on_cpu_trains_and_the_rl_trainer_starts_from_its_checkpoint(built, tiny, tmp_path):
     out, _ = built
     sft_dir = tmp_path / "sft"
+    # The builder's output on a random tiny model may hold only a few examples: repeat them so three
+    # steps of verl's batch of 4 exist whatever the sampled rollouts were.
+    examples = pd.read_parquet(out / "train.parquet")
+    assert len(examples) > 0
+    train_file = tmp_path / "sft_train.parquet"
+    pd.concat([examples] * math.ceil(12 / len(examples)), ignore_index=True).to_parquet(train_file, index=False)
     log = run_logged(
         [sys.executable, "-m", "recipe_tapo.cold_start_sft", "--config-name", "cold_start_sft_cpu",
-         f"model.path={tiny / 'model'}", f"data.train_files={out / 'train.parquet'}",
+         f"model.path={tiny / 'model'}", f"data.train_files={train_file}",
          f"trainer.default_local_dir={sft_dir}", "trainer.total_training_steps=3"],
         str(tmp_path / "sft.log"), timeout_s=240,
         env={"VERL_PLATFORM": "cpu", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"},

@@ -10,10 +10,13 @@ import ray
 
 from recipe_tapo.reward.math_reward import compute_score
 
+# (response, ground truth, time limit). The equivalent pair gets a generous limit: it only checks
+# that a call sharing the verifier processes with two runaway ones still gets its verdict, however
+# busy the machine; the runaway ones must stop at their 2 s limit.
 CASES = {
-    "equivalent": ("\\boxed{\\sqrt{2}/2}", "\\frac{\\sqrt{2}}{2}"),
-    "power tower": ("\\boxed{9^{9^{9^{9}}}}", "2"),
-    "nested braces": ("\\boxed{" + "{" * 400 + "1" + "}" * 400 + "}", "2"),
+    "equivalent": ("\\boxed{\\sqrt{2}/2}", "\\frac{\\sqrt{2}}{2}", 60.0),
+    "power tower": ("\\boxed{9^{9^{9^{9}}}}", "2", 2.0),
+    "nested braces": ("\\boxed{" + "{" * 400 + "1" + "}" * 400 + "}", "2", 2.0),
 }
 
 
@@ -30,6 +33,6 @@ if __name__ == "__main__":
     actor = RewardActor.remote()
     ray.get(actor.score.remote("\\boxed{1}", "1", 2.0))  # the first call may wait for the verifier to start
     # All at once: the calls run in the actor's threads, where a SIGALRM time limit could not work.
-    futures = {name: actor.score.remote(response, truth, 2.0) for name, (response, truth) in CASES.items()}
+    futures = {name: actor.score.remote(*case) for name, case in CASES.items()}
     print(json.dumps({name: ray.get(future) for name, future in futures.items()}))
     ray.shutdown()
