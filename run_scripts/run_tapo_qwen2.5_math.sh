@@ -17,22 +17,11 @@ source run_scripts/common.sh
 source run_scripts/qwen2.5_math_settings.sh
 EXPERIMENT=${EXPERIMENT:-tapo_qwen2.5_math_7b}
 
-run_recipe_main "${QWEN25_MATH_ARGS[@]}" \
-    algorithm.adv_estimator=tapo \
-    tapo.enable=true \
-    tapo.selection.n_pos=2 \
-    tapo.selection.n_neg=4 \
-    tapo.selection.m_max=4 \
+run_recipe_main "${QWEN25_MATH_ARGS[@]}" "${PAPER_TAPO_ARGS[@]}" \
     tapo.synthesis.mode=anchor \
     tapo.synthesis.max_prompt_tokens=3072 \
     tapo.synthesis.min_right_answer_tokens=256 \
     tapo.synthesis.max_new_tokens=1024 \
-    tapo.synthesis.temperature=1.0 \
-    tapo.advantage.ref_loss_weight=1.0 \
-    tapo.ots.enable=true \
-    tapo.ots.w_min=0.01 \
-    tapo.ots.w_max=10.0 \
-    tapo.dump.every=10 \
     actor_rollout_ref.rollout.max_model_len=4096 \
     trainer.experiment_name="$EXPERIMENT" \
     "$@"

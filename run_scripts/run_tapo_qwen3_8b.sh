@@ -11,8 +11,5 @@ source run_scripts/qwen3_8b_settings.sh
 EXPERIMENT=${EXPERIMENT:-tapo_qwen3_8b}
 
 run_recipe_main "${QWEN3_8B_ARGS[@]}" "${QWEN3_8B_TAPO_ARGS[@]}" \
-    algorithm.adv_estimator=tapo \
-    tapo.enable=true \
-    tapo.dump.every=10 \
     trainer.experiment_name="$EXPERIMENT" \
     "$@"

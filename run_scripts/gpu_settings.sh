@@ -1,0 +1,54 @@
+# verl settings every GPU run of the recipe shares, whatever the model (sourced by the model's
+# *_settings.sh after it sets LOGGER, NNODES and GPUS_PER_NODE): FSDP actor with padding removal,
+# gradient checkpointing and dynamic batch sizes; vLLM rollout, K=8 at temperature 1; 128 prompts a
+# step in 4 mini-batches, lr 1e-6, no KL or entropy term; validation with 16 samples at 0.6 / 0.95;
+# the recipe's math reward; 500 steps, a checkpoint every 50, validation every 25.
+SHARED_GPU_ARGS=(
+    data.train_batch_size=128
+    data.max_prompt_length=1024
+    data.filter_overlong_prompts=true
+    actor_rollout_ref.model.use_remove_padding=true
+    actor_rollout_ref.model.enable_gradient_checkpointing=true
+    actor_rollout_ref.actor.optim.lr=1e-6
+    actor_rollout_ref.actor.ppo_mini_batch_size=32
+    actor_rollout_ref.actor.use_dynamic_bsz=true
+    actor_rollout_ref.actor.use_kl_loss=false
+    actor_rollout_ref.actor.entropy_coeff=0
+    actor_rollout_ref.rollout.name=vllm
+    actor_rollout_ref.rollout.n=8
+    actor_rollout_ref.rollout.temperature=1.0
+    actor_rollout_ref.rollout.tensor_model_parallel_size=1
+    actor_rollout_ref.rollout.gpu_memory_utilization=0.7
+    actor_rollout_ref.rollout.log_prob_use_dynamic_bsz=true
+    actor_rollout_ref.rollout.val_kwargs.n=16
+    actor_rollout_ref.rollout.val_kwargs.do_sample=true
+    actor_rollout_ref.rollout.val_kwargs.temperature=0.6
+    actor_rollout_ref.rollout.val_kwargs.top_p=0.95
+    actor_rollout_ref.ref.log_prob_use_dynamic_bsz=true
+    reward.custom_reward_function.path=pkg://recipe_tapo.reward.math_reward
+    reward.custom_reward_function.name=compute_score
+    trainer.project_name=tapo_reproduction
+    trainer.logger="$LOGGER"
+    trainer.nnodes="$NNODES"
+    trainer.n_gpus_per_node="$GPUS_PER_NODE"
+    trainer.total_training_steps=500
+    trainer.save_freq=50
+    trainer.test_freq=25
+    trainer.val_before_train=true
+)
+
+# The paper's TAPO values (DCS 2/4 at K=8, m_max 4, lambda 1, OTS clamps 0.01-10), sampled like the
+# rollouts; the model's settings add the synthesis mode and lengths that fit its context.
+PAPER_TAPO_ARGS=(
+    algorithm.adv_estimator=tapo
+    tapo.enable=true
+    tapo.selection.n_pos=2
+    tapo.selection.n_neg=4
+    tapo.selection.m_max=4
+    tapo.synthesis.temperature=1.0
+    tapo.advantage.ref_loss_weight=1.0
+    tapo.ots.enable=true
+    tapo.ots.w_min=0.01
+    tapo.ots.w_max=10.0
+    tapo.dump.every=10
+)
