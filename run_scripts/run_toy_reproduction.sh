@@ -54,6 +54,7 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-
 TOY="$WORK_DIR/toy"
 DATA="$TOY/data"
 BASE_DIR="$WORK_DIR/checkpoints/base_sft"
+BASE2_DIR="$WORK_DIR/checkpoints/base_sft_2"
 COLD_DATA="$WORK_DIR/cold_start"
 COLD_DIR="$WORK_DIR/checkpoints/cold_start_sft"
 RUNS="$WORK_DIR/runs"
@@ -65,7 +66,7 @@ VERBATIM_TEMPLATE="$REPO/config/prompts/toy_synthesis_verbatim.txt"
 # "Toy experiment"); QUICK only shrinks everything so CI runs each stage once.
 if [[ "$QUICK" == 1 ]]; then
     BUILD_ARGS=(--train 200 --val 16 --test 16 --sft 400)
-    BASE_STEPS=6; BASE_BATCH=16
+    BASE_STEPS=6; BASE_BATCH=16; BASE2_STEPS=4
     MEASURE_N=4
     COLD_LIMIT=24; COLD_SYNTHESIS=40; COLD_SOLUTIONS=16; COLD_PLAIN=32
     COLD_STEPS=3; COLD_BATCH=8
@@ -74,10 +75,12 @@ if [[ "$QUICK" == 1 ]]; then
     RL_SIZE=(data.train_batch_size=4 actor_rollout_ref.actor.ppo_mini_batch_size=4 trainer.test_freq=2)
 else
     BUILD_ARGS=(--sft 20000)
-    BASE_STEPS=600; BASE_BATCH=32
+    # Part 2 of the base SFT was added after part 1's measurement (0% sampled accuracy on the validation
+    # set, loss still falling): a pre-RL choice, made before any RL run.
+    BASE_STEPS=600; BASE_BATCH=32; BASE2_STEPS=900
     MEASURE_N=8
     COLD_LIMIT=150; COLD_SYNTHESIS=400; COLD_SOLUTIONS=100; COLD_PLAIN=300
-    COLD_STEPS=50; COLD_BATCH=16
+    COLD_STEPS=80; COLD_BATCH=16
     EVAL_LIMIT=100; EVAL_N=4; EVAL_K=(1 2 4)
     VAL_RL=32
     RL_SIZE=()
@@ -113,14 +116,15 @@ stage() {
     log "stage $name: done in $((SECONDS - start))s"
 }
 
-# verl's SFT trainer on CPU (recipe_tapo.cold_start_sft, config cold_start_sft_cpu), fp32 throughout.
+# verl's SFT trainer on CPU (recipe_tapo.cold_start_sft, config cold_start_sft_cpu), fp32 throughout;
+# the length is trainer.total_training_steps (epochs only bound it: verl stops at the end of the last epoch).
 sft() {
     local out=$1
     shift
     rm -rf "$out"
     python -m recipe_tapo.cold_start_sft --config-name cold_start_sft_cpu \
         data.truncation=right '+engine.mixed_precision={param_dtype:fp32,reduce_dtype:fp32,buffer_dtype:fp32}' \
-        optim.lr_scheduler_type=cosine optim.lr_warmup_steps_ratio=0.05 trainer.total_epochs=1 \
+        optim.lr_scheduler_type=cosine optim.lr_warmup_steps_ratio=0.05 trainer.total_epochs=10 \
         trainer.default_local_dir="$out" "$@"
 }
 
@@ -140,6 +144,14 @@ run_base_sft() {
         trainer.experiment_name=toy_base_sft
 }
 
+run_base_sft_2() {
+    # part 2: more of the same plain SFT, from part 1's model (a fresh cosine schedule)
+    sft "$BASE2_DIR" model.path="$BASE_DIR/huggingface" data.train_files="$DATA/sft.parquet" data.max_length=256 \
+        data.train_batch_size=$BASE_BATCH data.micro_batch_size_per_gpu=$BASE_BATCH data.max_token_len_per_gpu=8192 \
+        optim.lr=2e-3 trainer.total_training_steps=$BASE2_STEPS trainer.save_freq=$BASE2_STEPS \
+        trainer.experiment_name=toy_base_sft_2
+}
+
 # evaluate MODEL DATA OUT N LIMIT K...: sampled like the RL rollouts (temperature 1, no top-p)
 evaluate() {
     local model=$1 data=$2 out=$3 n=$4 limit=$5
@@ -151,10 +163,9 @@ evaluate() {
 
 run_cold_start_data() {
     # The trainer's own synthesis prompts (TAPO_SETTINGS); targets from the programmatic teacher, which
-    # knows the first wrong step. DCS 1/1 here: any mixed group gives pairs, so fewer rollouts give
-    # enough examples of the format (the RL runs keep the paper's 2/4).
+    # knows the first wrong step. DCS 1/1 (any mixed group gives pairs), as the toy RL runs (toy_run.yaml).
     rm -rf "$COLD_DATA"
-    python -m recipe_tapo.cold_start --model "$BASE_DIR/huggingface" --input "$DATA/train.parquet" \
+    python -m recipe_tapo.cold_start --model "$BASE2_DIR/huggingface" --input "$DATA/train.parquet" \
         --output-dir "$COLD_DATA" --backend hf --k 8 --limit $COLD_LIMIT --num-synthesis $COLD_SYNTHESIS \
         --num-solutions $COLD_SOLUTIONS --synthesis-source recipe_tapo.toy.teacher.ToyTeacher --seed 0 \
         "${TAPO_SETTINGS[@]}" tapo.selection.n_pos=1 tapo.selection.n_neg=1
@@ -163,10 +174,21 @@ run_cold_start_data() {
 }
 
 run_cold_start_sft() {
-    sft "$COLD_DIR" model.path="$BASE_DIR/huggingface" data.train_files="$COLD_DATA/mixed.parquet" \
+    # lr 3e-4: at 1e-3 the cold start cost the policy its little skill (validation accuracy 1.8% -> 0%,
+    # no mixed group left), measured before any RL step.
+    sft "$COLD_DIR" model.path="$BASE2_DIR/huggingface" data.train_files="$COLD_DATA/mixed.parquet" \
         data.max_length=1024 data.train_batch_size=$COLD_BATCH data.micro_batch_size_per_gpu=$COLD_BATCH \
-        data.max_token_len_per_gpu=16384 optim.lr=1e-3 trainer.total_training_steps=$COLD_STEPS \
+        data.max_token_len_per_gpu=16384 optim.lr=3e-4 trainer.total_training_steps=$COLD_STEPS \
         trainer.save_freq=$COLD_STEPS trainer.experiment_name=toy_cold_start_sft
+}
+
+measure_synthesis() {
+    # The cold-started policy writes the synthesis itself (no --synthesis-source), on validation problems,
+    # with the RL runs' prompts: its parse and splice rates before any RL step (stats.json).
+    rm -rf "$EVAL/pre_rl_synthesis"
+    python -m recipe_tapo.cold_start --model "$COLD_DIR/huggingface" --input "$DATA/val.parquet" \
+        --output-dir "$EVAL/pre_rl_synthesis" --backend hf --k 8 --num-synthesis 1000 --num-solutions 0 --seed 0 \
+        "${TAPO_SETTINGS[@]}" tapo.selection.n_pos=1 tapo.selection.n_neg=1
 }
 
 arm_overrides() {
@@ -204,9 +226,12 @@ log "work dir $WORK_DIR (QUICK=$QUICK, seeds: $SEEDS, arms: $ARMS, RL steps: $RL
 stage data run_data
 stage base_sft run_base_sft
 stage measure_base evaluate "$BASE_DIR/huggingface" "$DATA/val.parquet" "$EVAL/pre_rl_base" $MEASURE_N 1000 1 2
+stage base_sft_2 run_base_sft_2
+stage measure_base_2 evaluate "$BASE2_DIR/huggingface" "$DATA/val.parquet" "$EVAL/pre_rl_base_2" $MEASURE_N 1000 1 2
 stage cold_start_data run_cold_start_data
 stage cold_start_sft run_cold_start_sft
 stage measure_cold_start evaluate "$COLD_DIR/huggingface" "$DATA/val.parquet" "$EVAL/pre_rl_cold_start" $MEASURE_N 1000 1 2
+stage measure_cold_start_synthesis measure_synthesis
 for seed in $SEEDS; do
     for arm in $ARMS; do
         stage "rl_${arm}_s${seed}" run_rl "$arm" "$seed"

@@ -144,8 +144,9 @@ def dump_examples(run_dir: str, limit: int = 2) -> list[dict]:
 
 def collect(work_dir: str, arms: list[str], seeds: list[str]) -> dict:
     data = {"stages": stage_times(work_dir), "runs": {}, "pre_rl": {},
-            "cold_start": _read_json(os.path.join(work_dir, "cold_start", "stats.json"))}
-    for name in ("base", "cold_start"):
+            "cold_start": _read_json(os.path.join(work_dir, "cold_start", "stats.json")),
+            "pre_rl_synthesis": _read_json(os.path.join(work_dir, "eval", "pre_rl_synthesis", "stats.json"))}
+    for name in ("base", "base_2", "cold_start"):
         eval_dir = os.path.join(work_dir, "eval", f"pre_rl_{name}")
         data["pre_rl"][name] = group_stats(os.path.join(eval_dir, "samples.jsonl"))
     for arm in arms:
@@ -169,11 +170,12 @@ def _val_curve(steps: dict[int, dict[str, float]]) -> dict[int, float]:
     return curve
 
 
-def _series(runs: list[dict], key: str) -> dict[int, tuple[float | None, float | None]]:
+def _series(runs: list[dict], key: str, when: str | None = None) -> dict[int, tuple[float | None, float | None]]:
+    """Mean and std over runs of `key` per step; with `when`, only steps where that metric is > 0."""
     by_step: dict[int, list[float]] = defaultdict(list)
     for run in runs:
         for step, metrics in run["steps"].items():
-            if key in metrics:
+            if key in metrics and (when is None or metrics.get(when, 0) > 0):
                 by_step[step].append(metrics[key])
     return {step: mean_std(values) for step, values in sorted(by_step.items())}
 
@@ -185,7 +187,7 @@ def plot(data: dict, arms: list[str], seeds: list[str], path: str) -> None:
     import matplotlib.pyplot as plt
 
     tapo_arms = [arm for arm in arms if arm.startswith("tapo")]
-    figure, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    figure, axes = plt.subplots(1, 4, figsize=(21, 4.5))
     ax = axes[0]
     for arm in arms:
         curves = [_val_curve(data["runs"][(arm, seed)]["steps"]) for seed in seeds]
@@ -201,10 +203,21 @@ def plot(data: dict, arms: list[str], seeds: list[str], path: str) -> None:
     ax.set_xlabel("step")
     if ax.get_legend_handles_labels()[0]:
         ax.legend()
-    for ax, key, title in ((axes[1], "tapo/parse_rate", "TAPO: synthesis parse rate"),
-                           (axes[2], "tapo/inserted_rows", "TAPO: constructed rows inserted per step")):
+    ax = axes[1]
+    for arm in arms:
+        series = _series([data["runs"][(arm, seed)] for seed in seeds], "critic/score/mean")
+        if series:
+            ax.errorbar(list(series), [100 * value[0] for value in series.values()],
+                        yerr=[100 * value[1] for value in series.values()], marker="o", capsize=3, label=arm)
+    ax.set_title("training rollouts: accuracy (original rows, %)")
+    ax.set_xlabel("step")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
+    for ax, key, title in ((axes[2], "tapo/parse_rate", "TAPO: synthesis parse rate"),
+                           (axes[3], "tapo/inserted_rows", "TAPO: constructed rows inserted per step")):
         for arm in tapo_arms:
-            series = _series([data["runs"][(arm, seed)] for seed in seeds], key)
+            when = "tapo/synthesis_answered" if key == "tapo/parse_rate" else None
+            series = _series([data["runs"][(arm, seed)] for seed in seeds], key, when)
             if not series:
                 continue
             steps = list(series)
@@ -217,7 +230,7 @@ def plot(data: dict, arms: list[str], seeds: list[str], path: str) -> None:
                 if series:
                     ax.plot(list(series), [value[0] for value in series.values()], linestyle="--",
                             label=f"{arm}: pairs (synthesis requests)")
-        ax.set_title(title)
+        ax.set_title(title + (" (steps with synthesis outputs)" if key == "tapo/parse_rate" else ""))
         ax.set_xlabel("step")
         if ax.get_legend_handles_labels()[0]:
             ax.legend()
@@ -293,7 +306,7 @@ def render(data: dict, arms: list[str], seeds: list[str], rl_steps: int, quick: 
     lines += ["## Before RL (validation set, sampled at temperature 1)", ""]
     lines += ["| model | accuracy | groups | mixed | in the DCS band (>=2 right, >=4 wrong) | all right | all wrong |",
               "|---|---|---|---|---|---|---|"]
-    for name, label in (("base", "base SFT"), ("cold_start", "cold start")):
+    for name, label in (("base", "base SFT part 1"), ("base_2", "base SFT part 2"), ("cold_start", "cold start")):
         stats = data["pre_rl"].get(name)
         if stats:
             lines.append(f"| {label} | {fmt(stats['accuracy'])} | {stats['groups']} x {stats['group_size']} | "
@@ -306,6 +319,14 @@ def render(data: dict, arms: list[str], seeds: list[str], rl_steps: int, quick: 
                   f"rollout accuracy {fmt(100 * cold['rollout_acc'] if cold.get('rollout_acc') is not None else None)}%, "
                   f"{cold['synthesis_requests']} synthesis requests to the programmatic teacher, parse rate "
                   f"{cold['parse_rate']}, splice rate {cold['splice_rate']}, verified rate {cold['verified_rate']}."]
+
+    own = data.get("pre_rl_synthesis")
+    if own:
+        lines += ["", f"The cold-started policy's own synthesis before RL (validation problems, K={own['k']}, any mixed "
+                  f"group, the RL runs' prompts): {own['synthesis_requests']} requests, {own['synthesis_answered']} "
+                  f"answered, parse rate {fmt(100 * own['parse_rate'])}%, splice rate {fmt(100 * own['splice_rate'])}%, "
+                  f"constructions verified correct {fmt(100 * own['verified_rate'])}%; statuses "
+                  f"{own.get('synthesis_statuses')}."]
 
     lines += ["", "## Wall time per stage (seconds)", "", "| stage | seconds |", "|---|---|"]
     for name, seconds in data["stages"].items():
