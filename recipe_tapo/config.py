@@ -12,6 +12,7 @@ training that silently learned nothing from the constructions.
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import os
 import types
 import typing
@@ -115,9 +116,26 @@ class SynthesisConfig:
             check_template_file(self.template_path)
 
 
+PACKAGE_PATH_PREFIX = "pkg://"
+
+
+def resolve_template_path(path: str) -> str:
+    """A template file's path on disk. `pkg://<package>/<file>` names a file shipped inside an
+    installed package (e.g. `pkg://recipe_tapo.conf/prompts/toy_synthesis_anchor.txt`), so a config
+    needs no absolute path; any other value is a plain file path."""
+    if not path.startswith(PACKAGE_PATH_PREFIX):
+        return path
+    package, _, relative = path[len(PACKAGE_PATH_PREFIX) :].partition("/")
+    try:
+        return str(importlib.resources.files(package).joinpath(relative))
+    except ModuleNotFoundError as error:
+        raise ValueError(f"tapo.synthesis.template_path: no package {package!r} for {path!r}") from error
+
+
 def check_template_file(path: str) -> str:
     """The text of a user's template file (`tapo.synthesis.template_path`), or a clear ValueError."""
     _require(bool(path), "tapo.synthesis.template_path must be null or a file name, got ''")
+    path = resolve_template_path(path)
     _require(os.path.isfile(path), f"tapo.synthesis.template_path: no such file {path!r}")
     try:
         with open(path, encoding="utf-8") as source:

@@ -103,3 +103,16 @@ def test_splits_are_disjoint_rows_and_sft_chats(tmp_path):
     assert len(chats) == 30 and all(chat[-1]["role"] == "assistant" for chat in chats)
     sft_problems = {parse_problem(chat[0]["content"]).text for chat in chats}
     assert not sft_problems & (problems["test"] | problems["val"] | problems["train"])
+
+
+def test_a_template_shipped_in_a_package_is_named_without_an_absolute_path():
+    config = TapoConfig.from_dict(
+        {"synthesis": {"mode": "anchor", "template_path": "pkg://recipe_tapo.conf/prompts/toy_synthesis_anchor.txt"}}
+    )
+    from recipe_tapo.synthesis import load_template
+
+    assert load_template(config.synthesis) == open(TOY_TEMPLATE, encoding="utf-8").read()
+    with pytest.raises(ValueError, match="no such file"):
+        TapoConfig.from_dict({"synthesis": {"template_path": "pkg://recipe_tapo.conf/prompts/missing.txt"}})
+    with pytest.raises(ValueError, match="no package"):
+        TapoConfig.from_dict({"synthesis": {"template_path": "pkg://no_such_package_xyz/t.txt"}})
