@@ -224,3 +224,17 @@ def test_filter_counts_list_skipped_problems_with_their_reason(tokenizer, tiny_a
         ("d3", 3, None, "prompt_too_long"),
         ("d4", 4, 2, None),
     ]
+
+
+@pytest.mark.parametrize("content", [None, b"not parquet", b"\xff\xfe\x00garbage"])
+def test_a_missing_or_broken_data_file_stops_with_its_name(tmp_path, content):
+    from recipe_tapo.evaluation.evaluate import main as evaluate
+    from recipe_tapo.data.difficulty_filter import main as difficulty_filter
+
+    path = tmp_path / "data.parquet"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(SystemExit, match=str(path)):
+        evaluate(["--model", str(tmp_path), "--data", str(path), "--out-dir", str(tmp_path / "eval")])
+    with pytest.raises(SystemExit, match=str(path)):
+        difficulty_filter(["--model", str(tmp_path), "--input", str(path), "--output", str(tmp_path / "kept.parquet")])

@@ -116,3 +116,12 @@ def test_a_template_shipped_in_a_package_is_named_without_an_absolute_path():
         TapoConfig.from_dict({"synthesis": {"template_path": "pkg://recipe_tapo.conf/prompts/missing.txt"}})
     with pytest.raises(ValueError, match="no package"):
         TapoConfig.from_dict({"synthesis": {"template_path": "pkg://no_such_package_xyz/t.txt"}})
+
+
+def test_the_report_skips_broken_jsonl_lines(tmp_path, capsys):
+    from recipe_tapo.toy.report import _read_jsonl
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_bytes(b'{"step": 1}\n\xff\xfe\n{"step": 2, "text": "\\ud800"}\n[1, 2]\n{"step": 3, "cut sh')
+    assert _read_jsonl(str(path)) == [{"step": 1}, {"step": 2, "text": "\ud800"}]
+    assert capsys.readouterr().err.count("skipped") == 3

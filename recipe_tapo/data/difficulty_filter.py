@@ -19,7 +19,7 @@ import json
 import sys
 from collections import Counter
 
-from recipe_tapo.evaluation.sampling import SamplingOutcome, ScoredRow, sample_and_score
+from recipe_tapo.evaluation.sampling import SamplingOutcome, ScoredRow, load_table, sample_and_score
 from recipe_tapo.generation import add_generation_arguments, generator_from_args, settings_from_args
 from recipe_tapo.textio import write_json_line
 
@@ -58,10 +58,9 @@ def parse_args(argv=None):
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    import pandas as pd
     from transformers import AutoTokenizer
 
-    table = pd.read_parquet(args.input).iloc[: args.limit]
+    table = load_table(args.input).iloc[: args.limit]
     rows = table.to_dict(orient="records")
     print(f"[filter] {args.input}: {len(rows)} problems, {args.k} samples each", file=sys.stderr)
     outcome = sample_and_score(rows, AutoTokenizer.from_pretrained(args.model), generator_from_args(args.model, args),

@@ -5,6 +5,7 @@ Rows are verl parquet rows (`prompt` chat list, `data_source`, `reward_model.gro
 not lose a run.
 """
 
+import os
 import sys
 import time
 from collections import Counter
@@ -48,10 +49,21 @@ class SamplingOutcome:
         self.skipped_rows.append(SkippedRow(row_index, problem_id_of(row, row_index), reason))
 
 
-def load_rows(path: str) -> list[dict]:
+def load_table(path: str):
+    """The parquet file at `path` as a DataFrame; a missing or unreadable file is a SystemExit
+    naming it (evaluation and the difficulty filter stop with that message, not a traceback)."""
     import pandas as pd
 
-    return pd.read_parquet(path).to_dict(orient="records")
+    if not os.path.isfile(path):
+        raise SystemExit(f"error: {path}: no such file")
+    try:
+        return pd.read_parquet(path)
+    except Exception as error:  # noqa: BLE001  pyarrow raises several types for a bad file
+        raise SystemExit(f"error: {path}: not a readable parquet file ({error})") from error
+
+
+def load_rows(path: str) -> list[dict]:
+    return load_table(path).to_dict(orient="records")
 
 
 def is_valid_text(text: str) -> bool:

@@ -24,7 +24,10 @@ import json
 import math
 import os
 import re
+import sys
 from collections import Counter, defaultdict
+
+from recipe_tapo.textio import iter_json_lines
 
 BENCHMARK = "toy_chain"
 VAL_KEY = re.compile(r"^val-core/[^/]+/(acc|score|reward)/mean@(\d+)$")
@@ -38,10 +41,18 @@ def _read_json(path: str):
 
 
 def _read_jsonl(path: str) -> list[dict]:
+    """The JSON objects of a JSONL file; a broken line (bad bytes, cut short by a killed run) is
+    skipped with a warning, never the end of the report."""
     if not os.path.isfile(path):
         return []
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+    records = []
+    for line in iter_json_lines(path):
+        if line.ok and isinstance(line.value, dict):
+            records.append(line.value)
+        else:
+            print(f"[report] {path}: skipped {line.error or f'line {line.line_number}: not a JSON object'}",
+                  file=sys.stderr)
+    return records
 
 
 def mean_std(values: list[float]) -> tuple[float | None, float | None]:
