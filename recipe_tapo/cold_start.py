@@ -260,6 +260,7 @@ def rollout_batch(problems: list[Problem], samples: list[list[list[int]]], token
     (`rm_scores`), the reward's `acc`, and one `uid` per problem (its K rows consecutive)."""
     import torch
     from verl import DataProto
+    from verl.utils.model import compute_position_id_with_mask
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
     prompt_width = max(len(problem.prompt_ids) for problem in problems)
@@ -296,7 +297,7 @@ def rollout_batch(problems: list[Problem], samples: list[list[list[int]]], token
             "response_mask": response_mask,
             "input_ids": torch.cat([prompts_t, responses_t], dim=1),
             "attention_mask": attention,
-            "position_ids": torch.clip(torch.cumsum(attention, dim=-1) - 1, min=0),
+            "position_ids": compute_position_id_with_mask(attention),
             "rm_scores": rm_scores,
         },
         non_tensors={

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 from verl import DataProto
+from verl.utils.model import compute_position_id_with_mask
 
 from recipe_tapo.config import TapoConfig
 from recipe_tapo.selection import CandidatePair, select_candidate_pairs
@@ -415,7 +416,7 @@ def build_constructed_rows(
     the TAPO columns are set (`IS_CONSTRUCTED` true). Responses are right-padded with
     `pad_token_id` to the batch's response width; `rollout_log_probs`, if the batch has them, are
     0 until the trainer sets them to the actor's old log-probs (IS ratio 1); `rm_scores` are 0
-    until scored. Position ids follow verl's `compute_position_id_with_mask`.
+    until scored. Position ids are verl's `compute_position_id_with_mask`.
     """
     index = torch.as_tensor(list(source_rows), dtype=torch.long)
     prompts = batch.batch["prompts"][index]
@@ -437,7 +438,7 @@ def build_constructed_rows(
         "response_mask": response_mask,
         "input_ids": torch.cat([prompts, response_tensor], dim=1),
         "attention_mask": attention_mask,
-        "position_ids": torch.clip(torch.cumsum(attention_mask, dim=-1) - 1, min=0).to(batch.batch["position_ids"].dtype),
+        "position_ids": compute_position_id_with_mask(attention_mask).to(batch.batch["position_ids"].dtype),
     }
     for key in ("rollout_log_probs", "rm_scores"):
         if key in batch.batch.keys():
@@ -477,7 +478,7 @@ def build_padding_rows(batch: DataProto, count: int, pad_token_id: int) -> DataP
     tensors["responses"][:] = pad_token_id
     tensors["input_ids"] = torch.cat([tensors["prompts"], tensors["responses"]], dim=1)
     tensors["attention_mask"][:, prompt_width - 1 : prompt_width + 1] = 1
-    tensors["position_ids"] = torch.clip(torch.cumsum(tensors["attention_mask"], dim=-1) - 1, min=0).to(
+    tensors["position_ids"] = compute_position_id_with_mask(tensors["attention_mask"]).to(
         batch.batch["position_ids"].dtype
     )
     non_tensor = {key: values[index.numpy()].copy() for key, values in batch.non_tensor_batch.items()}
