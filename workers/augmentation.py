@@ -167,9 +167,13 @@ class TrajectoryAugmenter:
         statuses: Counter[str] = Counter()
         records: list[dict[str, Any]] = []
         requests: list[SynthesisRequest] = []
-        texts = [self._row_texts(batch, row) for row in range(len(batch))]
+        # Only the rows of a pair are decoded (a handful of a 1024-row batch).
+        texts = {row: self._row_texts(batch, row) for pair in pairs for row in (pair.wrong_row, pair.right_row)}
+        rows_by_uid: dict[Any, list[int]] = {}
+        for row, uid in enumerate(uids):
+            rows_by_uid.setdefault(uid, []).append(row)
         for attempt, pair in enumerate(pairs):
-            records.append(self._new_record(batch, pair, step, texts, rewards))
+            records.append(self._new_record(batch, pair, step, texts, rewards, rows_by_uid[pair.group_id]))
             request = self._request(batch, pair, attempt, texts)
             if isinstance(request, str):
                 records[-1]["status"] = request
@@ -233,9 +237,7 @@ class TrajectoryAugmenter:
             text = text.replace(special, "")
         return text
 
-    def _new_record(self, batch, pair: CandidatePair, step: int, texts, rewards) -> dict[str, Any]:
-        uids = batch.non_tensor_batch["uid"]
-        group = [row for row in range(len(batch)) if uids[row] == pair.group_id]
+    def _new_record(self, batch, pair: CandidatePair, step: int, texts, rewards, group: list[int]) -> dict[str, Any]:
         return {
             "step": step,
             "uid": str(pair.group_id),
