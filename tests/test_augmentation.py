@@ -315,3 +315,48 @@ def test_response_width_bounds_constructions(tapo_tokenizer):
     result = _augmenter(tapo_tokenizer, config).augment(batch, 0)
     assert result.rows is None
     assert {record["status"] for record in result.records} == {"too_long"}
+
+
+class _FakeClient:
+    """verl's LLMServerClient.generate as the rollout server answers it (token ids out)."""
+
+    def __init__(self, tokenizer, delay_s=0.0, failing_attempt=None):
+        self.tokenizer, self.delay_s, self.failing_attempt, self.calls = tokenizer, delay_s, failing_attempt, []
+
+    async def generate(self, request_id, *, prompt_ids, sampling_params):
+        import asyncio
+        from types import SimpleNamespace
+
+        self.calls.append((request_id, list(prompt_ids), dict(sampling_params)))
+        await asyncio.sleep(self.delay_s)
+        if request_id == f"tapo-synthesis-{self.failing_attempt}":
+            raise ConnectionError("server went away")
+        return SimpleNamespace(token_ids=self.tokenizer.encode("<reconstruction>x</reconstruction>"))
+
+
+def _requests(count, prompt_length=500):
+    from recipe_tapo.workers.augmentation import SynthesisRequest
+
+    return [SynthesisRequest(i, "u", "q", "w", "r", "verbatim", [], list(range(prompt_length))) for i in range(count)]
+
+
+def test_rollout_server_requests_carry_raw_ids_stable_ids_and_the_synthesis_sampling(tapo_tokenizer):
+    from recipe_tapo.workers.augmentation import RolloutServerTextSource
+
+    client = _FakeClient(tapo_tokenizer, failing_attempt=1)
+    source = RolloutServerTextSource(client, tapo_tokenizer, temperature=0.7, top_p=0.9, max_new_tokens=123)
+    outputs = source(_requests(3), timeout_s=30)
+    assert outputs[1] is None  # one failed request is one failure, not a failed round
+    assert [output.text for output in (outputs[0], outputs[2])] == ["<reconstruction>x</reconstruction>"] * 2
+    for attempt, (request_id, prompt_ids, params) in enumerate(sorted(client.calls)):
+        assert request_id == f"tapo-synthesis-{attempt}"
+        assert prompt_ids == list(range(500))  # never truncated to the rollout's prompt length
+        assert params == {"temperature": 0.7, "top_p": 0.9, "max_tokens": 123}
+
+
+def test_a_synthesis_round_slower_than_its_timeout_fails_as_a_whole(tapo_tokenizer):
+    from recipe_tapo.workers.augmentation import RolloutServerTextSource
+
+    source = RolloutServerTextSource(_FakeClient(tapo_tokenizer, delay_s=5), tapo_tokenizer, 1.0, 1.0, 16)
+    with pytest.raises(TimeoutError):
+        source(_requests(2), timeout_s=0.1)
