@@ -1,4 +1,4 @@
-"""The toy task: chains of 2-digit additions/subtractions with natural, checkable mistakes."""
+"""The toy task: chains of 1-digit additions/subtractions from a 2-digit start, with natural, checkable mistakes."""
 
 import os
 import random
@@ -15,15 +15,26 @@ from recipe_tapo.toy.task import ChainProblem, first_wrong_step, parse_problem, 
 from recipe_tapo.toy.teacher import ToyTeacher
 from recipe_tapo.workers.augmentation import SynthesisRequest
 
-PROBLEM = ChainProblem((47, 25, 13, 88), ("+", "-", "+"))
+PROBLEM = ChainProblem((47, 5, 8, 6), ("+", "-", "+"))
 TOY_TEMPLATE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "config", "prompts", "toy_synthesis_anchor.txt")
 
 
 def test_a_right_solution_is_one_step_per_line():
     text, correct = write_solution(PROBLEM, random.Random(0))
-    assert text == "47 + 25 = 72\n72 - 13 = 59\n59 + 88 = 147\n\\boxed{147}"
-    assert correct and PROBLEM.answer == 147 and first_wrong_step(text) is None
+    assert text == "47 + 5 = 52\n52 - 8 = 44\n44 + 6 = 50\n\\boxed{50}"
+    assert correct and PROBLEM.answer == 50 and first_wrong_step(text) is None
     assert parse_problem(build_prompt(PROBLEM.text)[0]["content"]) == PROBLEM
+    assert parse_problem(build_prompt(PROBLEM.text, suffix="")[0]["content"]) == PROBLEM
+
+
+def test_problems_keep_the_running_total_within_0_to_99():
+    rng = random.Random(7)
+    problems = [sample_problem(rng) for _ in range(2000)]
+    for problem in problems:
+        assert 10 <= problem.terms[0] <= 99 and all(2 <= term <= 9 for term in problem.terms[1:])
+        assert all(0 <= value <= 99 for value in problem.partial_results())
+    assert {len(problem.terms) for problem in problems} == {3, 4, 5}
+    assert 0.4 < sum(op == "+" for problem in problems for op in problem.ops) / sum(len(p.ops) for p in problems) < 0.6
 
 
 def test_a_slip_carries_forward_and_is_found():
@@ -101,6 +112,9 @@ def test_splits_are_disjoint_rows_and_sft_chats(tmp_path):
     assert len(frames["train"]) == 50 and set(frames["train"]["data_source"]) == {"toy_chain"}
     chats = frames["sft"]["messages"]
     assert len(chats) == 30 and all(chat[-1]["role"] == "assistant" for chat in chats)
+    # the prompt is the bare problem, in the RL rows and the SFT chats alike
+    assert list(frames["train"]["prompt"][0]) == [{"role": "user", "content": frames["train"]["extra_info"][0]["problem"]}]
+    assert all(chat[0]["content"].startswith("Compute ") and chat[0]["content"].endswith(".") for chat in chats)
     sft_problems = {parse_problem(chat[0]["content"]).text for chat in chats}
     assert not sft_problems & (problems["test"] | problems["val"] | problems["train"])
 

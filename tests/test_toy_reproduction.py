@@ -16,7 +16,7 @@ def test_quick_toy_reproduction_runs_every_stage(tmp_path):
     work = tmp_path / "toy"
     log = run_logged(["bash", "run_scripts/run_toy_reproduction.sh"], log_path=str(tmp_path / "toy.log"),
                      timeout_s=1500, env={"QUICK": "1", "WORK_DIR": str(work)})
-    for stage in ("data", "base_sft", "measure_base", "base_sft_2", "measure_base_2", "cold_start_data",
+    for stage in ("data", "base_sft", "measure_base", "cold_start_data",
                   "cold_start_sft", "measure_cold_start",
                   "rl_grpo_s0", "eval_grpo_s0", "rl_tapo_s0", "eval_tapo_s0"):
         assert (work / ".stages" / f"{stage}.done").is_file(), stage

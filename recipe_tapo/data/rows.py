@@ -11,12 +11,14 @@ ABILITY = "math"
 REWARD_STYLE = "rule"
 
 
-def build_prompt(problem: str) -> list[dict[str, str]]:
-    """The chat prompt for a bare problem statement."""
-    return [{"role": "user", "content": f"{problem} {PROMPT_SUFFIX}"}]
+def build_prompt(problem: str, suffix: str = PROMPT_SUFFIX) -> list[dict[str, str]]:
+    """The chat prompt for a bare problem statement (`suffix=""`: the statement alone)."""
+    return [{"role": "user", "content": f"{problem} {suffix}" if suffix else problem}]
 
 
-def make_row(data_source: str, problem: str, answer: str, split: str, index: int, source_id: str) -> dict:
+def make_row(
+    data_source: str, problem: str, answer: str, split: str, index: int, source_id: str, suffix: str = PROMPT_SUFFIX
+) -> dict:
     """One verl row (`RLHFDataset`'s columns).
 
     `extra_info.problem` keeps the bare problem (no suffix) for anything that must quote the
@@ -24,7 +26,7 @@ def make_row(data_source: str, problem: str, answer: str, split: str, index: int
     """
     return {
         "data_source": data_source,
-        "prompt": build_prompt(problem),
+        "prompt": build_prompt(problem, suffix),
         "ability": ABILITY,
         "reward_model": {"style": REWARD_STYLE, "ground_truth": answer},
         "extra_info": {"index": index, "split": split, "source_id": source_id, "problem": problem},

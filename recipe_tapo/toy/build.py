@@ -1,17 +1,19 @@
 """Build the toy task's model and data, deterministically by seed.
 
     python -m recipe_tapo.toy.build --out DIR [--seed 0] [--train 4000] [--val 64] [--test 200] \\
-        [--sft 6000] [--error-rate 0.08]
+        [--sft 6000] [--error-rate 0.08] [--data-only]
 
 writes into DIR:
 - `model/`: a character-level tokenizer (byte-level BPE with no merges: one token per ASCII
-  character; ChatML template, eos `<|im_end|>`) and a randomly initialised Qwen2 of about 0.8M
-  parameters (4 layers, width 128);
+  character; ChatML template, eos `<|im_end|>`) and a randomly initialised Qwen2 (0.6M: 4 layers, width 128);
 - `data/{train,val,test}.parquet`: problems in the recipe's RL row layout (data source `toy_chain`),
-  disjoint by problem text;
+  disjoint by problem text. The prompt is the bare problem: the recipe's instruction suffix would be
+  70 of a ~100-character prompt, pure cost for a character-level model that learns the `\\boxed{}`
+  format from SFT anyway;
 - `data/sft.parquet`: `messages` chats (prompt, then a step-per-line solution in which each step is
   wrong with probability `--error-rate`), for the plain SFT that gives the policy its starting skill
-  and its natural mistakes.
+  and its natural mistakes (with `--data-only`: the RL splits alone, for a run from a trained
+  checkpoint; the same seed and sizes give the same splits).
 """
 
 from __future__ import annotations
@@ -55,9 +57,11 @@ def build_data(out_dir: str, seed: int, train: int, val: int, test: int, sft: in
         rows = []
         for index in range(count):
             problem = fresh()
-            rows.append(make_row(DATA_SOURCE, problem.text, str(problem.answer), split, index, f"{split}-{index}"))
+            rows.append(make_row(DATA_SOURCE, problem.text, str(problem.answer), split, index, f"{split}-{index}", suffix=""))
         paths[split] = os.path.join(out_dir, f"{split}.parquet")
         pd.DataFrame(rows).to_parquet(paths[split], index=False)
+    if not sft:
+        return paths
     held_out = set(seen)
     chats = []
     while len(chats) < sft:
@@ -65,7 +69,7 @@ def build_data(out_dir: str, seed: int, train: int, val: int, test: int, sft: in
         if problem.text in held_out:
             continue
         solution, _ = write_solution(problem, rng, error_rate)
-        chats.append({"messages": [*build_prompt(problem.text), {"role": "assistant", "content": solution}]})
+        chats.append({"messages": [*build_prompt(problem.text, suffix=""), {"role": "assistant", "content": solution}]})
     paths["sft"] = os.path.join(out_dir, "sft.parquet")
     pd.DataFrame(chats).to_parquet(paths["sft"], index=False)
     return paths
@@ -80,12 +84,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--test", type=int, default=200)
     parser.add_argument("--sft", type=int, default=6000)
     parser.add_argument("--error-rate", type=float, default=0.08, help="chance that an SFT solution step is wrong")
+    parser.add_argument("--data-only", action="store_true", help="the RL splits only: no model, no SFT file")
     args = parser.parse_args(argv)
     if not 0.0 <= args.error_rate < 1.0:
         parser.error(f"--error-rate must be in [0, 1), got {args.error_rate}")
-    model = build_model_dir(os.path.join(args.out, "model"), args.seed)
-    paths = build_data(os.path.join(args.out, "data"), args.seed, args.train, args.val, args.test, args.sft, args.error_rate)
-    print(f"model: {model}")
+    if not args.data_only:
+        print(f"model: {build_model_dir(os.path.join(args.out, 'model'), args.seed)}")
+    sft = 0 if args.data_only else args.sft
+    paths = build_data(os.path.join(args.out, "data"), args.seed, args.train, args.val, args.test, sft, args.error_rate)
     for name, path in paths.items():
         print(f"{name}: {path}")
 

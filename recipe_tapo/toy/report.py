@@ -157,7 +157,7 @@ def collect(work_dir: str, arms: list[str], seeds: list[str]) -> dict:
     data = {"stages": stage_times(work_dir), "runs": {}, "pre_rl": {},
             "cold_start": _read_json(os.path.join(work_dir, "cold_start", "stats.json")),
             "pre_rl_synthesis": _read_json(os.path.join(work_dir, "eval", "pre_rl_synthesis", "stats.json"))}
-    for name in ("base", "base_2", "cold_start"):
+    for name in ("base", "cold_start"):
         eval_dir = os.path.join(work_dir, "eval", f"pre_rl_{name}")
         data["pre_rl"][name] = group_stats(os.path.join(eval_dir, "samples.jsonl"))
     for arm in arms:
@@ -317,7 +317,7 @@ def render(data: dict, arms: list[str], seeds: list[str], rl_steps: int, quick: 
     lines += ["## Before RL (validation set, sampled at temperature 1)", ""]
     lines += ["| model | accuracy | groups | mixed | in the DCS band (>=2 right, >=4 wrong) | all right | all wrong |",
               "|---|---|---|---|---|---|---|"]
-    for name, label in (("base", "base SFT part 1"), ("base_2", "base SFT part 2"), ("cold_start", "cold start")):
+    for name, label in (("base", "base SFT"), ("cold_start", "cold start")):
         stats = data["pre_rl"].get(name)
         if stats:
             lines.append(f"| {label} | {fmt(stats['accuracy'])} | {stats['groups']} x {stats['group_size']} | "

@@ -1,9 +1,15 @@
-"""Chains of additions and subtractions of 2-digit numbers, solved one step per line.
+"""Chains of 3-5 terms: a 2-digit start, then 1-digit additions and subtractions, one step per line.
 
-    Compute 47 + 25 - 13 + 88.        ->   47 + 25 = 72
-                                           72 - 13 = 59
-                                           59 + 88 = 147
-                                           \\boxed{147}
+    Compute 47 + 5 - 8 + 6.           ->   47 + 5 = 52
+                                           52 - 8 = 44
+                                           44 + 6 = 50
+                                           \\boxed{50}
+
+The running total stays within 0..99 (an operation that would leave it flips its sign). Why 1-digit
+terms: measured on the 2-core machine, a 0.6M character-level model trained on 2-digit + 2-digit
+chains reached 1.8% sampled accuracy after 23 minutes of SFT, too few mixed groups for either arm
+to learn from; with 1-digit terms the same model and budget learn the task, and the carries and
+borrows still give natural slips (README, "Toy experiment").
 
 Mistakes are natural and checkable: a step's result is off (a carry or borrow slip of 1 or 10, or
 two digits swapped) and the following steps carry the wrong value forward correctly, so the final
@@ -50,8 +56,18 @@ class ChainProblem:
 
 
 def sample_problem(rng: random.Random, min_terms: int = 3, max_terms: int = 5) -> ChainProblem:
+    """A 2-digit start and 1-digit terms (2-9); an operation that would take the total out of 0..99 flips."""
     count = rng.randint(min_terms, max_terms)
-    return ChainProblem(tuple(rng.randint(10, 99) for _ in range(count)), tuple(rng.choice("+-") for _ in range(count - 1)))
+    value = rng.randint(10, 99)
+    terms, ops = [value], []
+    for _ in range(count - 1):
+        term, op = rng.randint(2, 9), rng.choice("+-")
+        if not 0 <= (value + term if op == "+" else value - term) <= 99:
+            op = "-" if op == "+" else "+"  # always inside: the total is at most 99 and the term at most 9
+        value = value + term if op == "+" else value - term
+        terms.append(term)
+        ops.append(op)
+    return ChainProblem(tuple(terms), tuple(ops))
 
 
 def parse_problem(text: str) -> ChainProblem | None:
