@@ -21,7 +21,9 @@ CPU) it builds two kinds of SFT example:
 The `tapo:` section and `data.*` (lengths, `apply_chat_template_kwargs` such as
 `enable_thinking=false` for Qwen3) come from the trainer's own hydra config (`--config-name`,
 default `tapo_trainer`) with the given overrides, so prompts match the RL run's exactly: pass the
-same `tapo.*` and `data.*` overrides as the run script.
+same `tapo.*` and `data.*` overrides as the run script. Responses are up to `data.max_response_length`
+tokens; `--max-prompt-tokens` defaults to `data.max_prompt_length`; rollouts sample as the RL rollout
+(`--temperature 1 --top-p 1` by default).
 
 Writes into `--output-dir`:
     train.parquet           the SFT data in verl's multi-turn format (`messages` column; also
@@ -631,7 +633,7 @@ def _stats(args, state: BuildState, solutions, syntheses, tokenizer, chat_kwargs
 
 
 def parse_args(argv=None):
-    from recipe_tapo.generation import BACKENDS
+    from recipe_tapo.generation import add_generation_arguments
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="the starting model (HF folder or hub id): rollouts")
@@ -648,16 +650,11 @@ def parse_args(argv=None):
                              "timeout_s) (tests: a scripted synthesizer)")
     parser.add_argument("--reward-fn", default=DEFAULT_REWARD, help="dotted reward function (verl's signature)")
     parser.add_argument("--config-name", default="tapo_trainer", help="the trainer's hydra config")
-    parser.add_argument("--temperature", type=float, default=1.0, help="rollout sampling (as the RL rollout)")
-    parser.add_argument("--top-p", type=float, default=1.0)
-    parser.add_argument("--max-prompt-tokens", type=int, default=None,
-                        help="longer problems are skipped (default data.max_prompt_length)")
     parser.add_argument("--chunk-size", type=int, default=1024, help="problems per generation round (progress)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--limit", type=int, default=None, help="first N problems (smoke runs)")
-    parser.add_argument("--backend", choices=BACKENDS, default="auto", help="auto: vllm on a GPU machine, else hf")
-    parser.add_argument("--tensor-parallel-size", type=int, default=1, help="vLLM only")
-    parser.add_argument("--gpu-memory-utilization", type=float, default=0.85, help="vLLM only")
+    # Rollout sampling as the RL rollout (temperature 1, top-p 1); --max-prompt-tokens unset means
+    # data.max_prompt_length. The response length and chat kwargs come from the trainer config (data.*),
+    # so the shared --max-new-tokens and --chat-template-kwargs are left out.
+    add_generation_arguments(parser, temperature=1.0, top_p=1.0, omit=("--max-new-tokens", "--chat-template-kwargs"))
     parser.add_argument("overrides", nargs="*", help="hydra overrides of the trainer config (tapo.*, data.*)")
     args = parser.parse_args(argv)
     for name in ("k", "chunk_size"):

@@ -157,24 +157,39 @@ def make_generator(model_path: str, backend: str = "auto", **vllm_kwargs) -> Tex
     return HFGenerator(model_path)
 
 
-def add_generation_arguments(parser, temperature: float, top_p: float) -> None:
-    """The sampling and backend options shared by the commands that generate (evaluate, filter)."""
-    parser.add_argument("--temperature", type=float, default=temperature)
-    parser.add_argument("--top-p", type=float, default=top_p)
-    parser.add_argument("--max-new-tokens", type=int, default=3072)
-    parser.add_argument("--max-prompt-tokens", type=int, default=None, help="longer prompts are skipped and counted")
-    parser.add_argument(
+# The options of `add_generation_arguments` a command may leave out, when it takes that setting from
+# elsewhere (cold start: the trainer config's response length and chat kwargs). Such a command builds
+# its own SamplingSettings (`settings_from_args` reads --max-new-tokens).
+OMITTABLE_GENERATION_OPTIONS = ("--max-new-tokens", "--chat-template-kwargs")
+
+
+def add_generation_arguments(parser, temperature: float, top_p: float, omit: tuple[str, ...] = ()) -> None:
+    """The sampling and backend options shared by the commands that generate (evaluate, filter, cold
+    start), less the `omit` ones (of OMITTABLE_GENERATION_OPTIONS)."""
+    unknown = set(omit) - set(OMITTABLE_GENERATION_OPTIONS)
+    if unknown:
+        raise ValueError(f"cannot omit {sorted(unknown)}: only {list(OMITTABLE_GENERATION_OPTIONS)}")
+
+    def add(name, **kwargs):
+        if name not in omit:
+            parser.add_argument(name, **kwargs)
+
+    add("--temperature", type=float, default=temperature)
+    add("--top-p", type=float, default=top_p)
+    add("--max-new-tokens", type=int, default=3072)
+    add("--max-prompt-tokens", type=int, default=None, help="longer prompts are skipped and counted")
+    add(
         "--chat-template-kwargs",
         type=parse_chat_template_kwargs,
         default={},
         help="JSON object passed to the chat template, as the RL run's data.apply_chat_template_kwargs "
         "(Qwen3 non-thinking: '{\"enable_thinking\": false}')",
     )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--limit", type=int, default=None, help="first N problems of each file (smoke runs)")
-    parser.add_argument("--backend", choices=BACKENDS, default="auto", help="auto: vllm on a GPU machine, else hf")
-    parser.add_argument("--tensor-parallel-size", type=int, default=1, help="vLLM only")
-    parser.add_argument("--gpu-memory-utilization", type=float, default=0.85, help="vLLM only")
+    add("--seed", type=int, default=0)
+    add("--limit", type=int, default=None, help="first N problems of each file (smoke runs)")
+    add("--backend", choices=BACKENDS, default="auto", help="auto: vllm on a GPU machine, else hf")
+    add("--tensor-parallel-size", type=int, default=1, help="vLLM only")
+    add("--gpu-memory-utilization", type=float, default=0.85, help="vLLM only")
 
 
 def generator_from_args(model_path: str, args) -> TextGenerator:

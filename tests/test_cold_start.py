@@ -198,6 +198,38 @@ def test_sft_stops_on_a_missing_or_bad_input_naming_the_file(tiny, tmp_path):
     assert not (tmp_path / "ckpt").exists()
 
 
+def test_builder_takes_its_sampling_options_from_the_shared_generation_arguments(monkeypatch, capsys):
+    import recipe_tapo.generation as generation
+    from recipe_tapo.cold_start import parse_args
+
+    calls = []
+    shared = generation.add_generation_arguments
+
+    def recording(parser, *args, **kwargs):
+        calls.append((args, kwargs))
+        return shared(parser, *args, **kwargs)
+
+    monkeypatch.setattr(generation, "add_generation_arguments", recording)
+    required = ["--model", "m", "--input", "in.parquet", "--output-dir", "out"]
+    args = parse_args(required)
+    assert len(calls) == 1
+    # Cold start's own defaults: rollouts sample as the RL rollout; the prompt cap falls back to data.*.
+    assert (args.temperature, args.top_p, args.max_prompt_tokens, args.seed, args.limit, args.backend,
+            args.tensor_parallel_size, args.gpu_memory_utilization) == (1.0, 1.0, None, 0, None, "auto", 1, 0.85)
+    args = parse_args([*required, "--temperature", "0.7", "--top-p", "0.9", "--max-prompt-tokens", "40", "--seed",
+                       "3", "--limit", "5", "--backend", "hf", "--tensor-parallel-size", "2",
+                       "--gpu-memory-utilization", "0.5", "data.max_response_length=32"])
+    assert (args.temperature, args.top_p, args.max_prompt_tokens, args.seed, args.limit, args.backend,
+            args.tensor_parallel_size, args.gpu_memory_utilization) == (0.7, 0.9, 40, 3, 5, "hf", 2, 0.5)
+    assert args.overrides == ["data.max_response_length=32"]
+    # The response length and chat kwargs come from the trainer config (data.*), never from an option.
+    assert not hasattr(args, "max_new_tokens") and not hasattr(args, "chat_template_kwargs")
+    for option, value in (("--max-new-tokens", "64"), ("--chat-template-kwargs", "{}")):
+        with pytest.raises(SystemExit):
+            parse_args([*required, option, value])
+        assert f"unrecognized arguments: {option}" in capsys.readouterr().err
+
+
 def test_reproduction_table_beside_the_papers_numbers(tmp_path):
     from recipe_tapo.reproduction_table import main
 
