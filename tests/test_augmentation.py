@@ -40,7 +40,10 @@ def _config(**sections) -> TapoConfig:
 
 def _rollout_batch(tokenizer, groups: list[list[str]], extra_eos: int | None = None) -> DataProto:
     """Rows as verl holds them after the agent loop: left-padded prompts, right-padded responses
-    ending in EOS, rewards at the last response token, one uid per group."""
+    ending in EOS, rewards at the last response token, one uid per group.
+
+    Not `recipe_tapo.cold_start.rollout_batch`: this pads prompts to a fixed width (as verl pads to
+    max_prompt_length), carries verl's extra tensors (`rollout_log_probs`) and can end with any EOS id."""
     pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
     prompts, responses, prompt_masks, response_masks, uids, raw, scores = [], [], [], [], [], [], []
     for group, answers in enumerate(groups):
