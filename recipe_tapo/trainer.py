@@ -205,7 +205,6 @@ class RayTAPOTrainer(RayPPOTrainer):
         mask = batch.batch["response_mask"].bool()
         tokens = mask.sum(dim=-1)
         metrics["tapo/padding_rows"] = float(padding.sum())
-        metrics["tapo/inserted_rows"] = float(constructed.sum())
         metrics["tapo/constructed_token_share"] = float(tokens[constructed].sum() / max(int(tokens.sum()), 1))
         advantages = batch.batch["advantages"]
         row_advantage = (advantages * mask).sum(dim=-1) / tokens.clamp(min=1)

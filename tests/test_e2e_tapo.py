@@ -54,8 +54,7 @@ def test_constructions_are_inserted_and_trained(tapo_run):
     assert sorted(steps) == [1, 2]
     for step in steps.values():
         assert step["tapo/round_failed"] == 0
-        assert step["tapo/inserted_rows"] > 0
-        assert step["tapo/inserted_rows"] == step["tapo/constructed_rows"]
+        assert step["tapo/constructed_rows"] > 0
         assert 0 < step["tapo/constructed_token_share"] < 1
         assert step["tapo/parse_rate"] == 1
         assert math.isfinite(step["actor/pg_loss"]) and step["actor/grad_norm"] > 0
@@ -65,7 +64,7 @@ def test_constructions_are_inserted_and_trained(tapo_run):
             assert key in step, key
         # verl's token counts (meta_info, throughput) cover every trained row, constructed ones too ...
         original_tokens = 16 * (step["prompt_length/mean"] + step["response_length/mean"])
-        assert step["perf/total_num_tokens"] > original_tokens + step["tapo/inserted_rows"]
+        assert step["perf/total_num_tokens"] > original_tokens + step["tapo/constructed_rows"]
 
 
 def test_verls_per_row_logs_and_data_metrics_describe_the_original_rollouts(tapo_run):
@@ -82,7 +81,7 @@ def test_dump_rows_satisfy_the_splice_and_dae_invariants(tapo_run):
         records = _dump(tmp, step)
         assert len(records) == steps[step]["tapo/pairs"]
         inserted = [record for record in records if record["status"] == "ok"]
-        assert len(inserted) == steps[step]["tapo/inserted_rows"]
+        assert len(inserted) == steps[step]["tapo/constructed_rows"]
         for record in records:
             assert record["step"] == step
             if record["status"] != "ok":
@@ -128,9 +127,9 @@ def test_a_failed_synthesis_round_leaves_a_grpo_step(tmp_path):
     overrides = [item.replace("HalfThenRight", "FailsOnFirstRound") for item in DOUBLE]
     log, steps = _run(tmp_path, "fault", 2, *overrides)
     assert "synthesis round failed" in log and "injected fault" in log
-    assert steps[1]["tapo/round_failed"] == 1 and steps[1]["tapo/inserted_rows"] == 0
+    assert steps[1]["tapo/round_failed"] == 1 and steps[1]["tapo/constructed_rows"] == 0
     assert steps[1]["actor/grad_norm"] > 0
-    assert steps[2]["tapo/round_failed"] == 0 and steps[2]["tapo/inserted_rows"] > 0
+    assert steps[2]["tapo/round_failed"] == 0 and steps[2]["tapo/constructed_rows"] > 0
 
 
 def test_disabled_tapo_is_verls_grpo(tmp_path):

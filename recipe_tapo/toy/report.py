@@ -225,7 +225,7 @@ def plot(data: dict, arms: list[str], seeds: list[str], path: str) -> None:
     if ax.get_legend_handles_labels()[0]:
         ax.legend()
     for ax, key, title in ((axes[2], "tapo/parse_rate", "TAPO: synthesis parse rate"),
-                           (axes[3], "tapo/inserted_rows", "TAPO: constructed rows inserted per step")):
+                           (axes[3], "tapo/constructed_rows", "TAPO: constructed rows inserted per step")):
         for arm in tapo_arms:
             when = "tapo/synthesis_answered" if key == "tapo/parse_rate" else None
             series = _series([data["runs"][(arm, seed)] for seed in seeds], key, when)
@@ -235,7 +235,7 @@ def plot(data: dict, arms: list[str], seeds: list[str], path: str) -> None:
             means = [series[step][0] for step in steps]
             stds = [series[step][1] for step in steps]
             ax.errorbar(steps, means, yerr=stds, marker="o", capsize=3, label=arm)
-        if key == "tapo/inserted_rows":
+        if key == "tapo/constructed_rows":
             for arm in tapo_arms:
                 series = _series([data["runs"][(arm, seed)] for seed in seeds], "tapo/pairs")
                 if series:
@@ -291,7 +291,7 @@ def render(data: dict, arms: list[str], seeds: list[str], rl_steps: int, quick: 
 
     lines += ["", "## TAPO: the policy's own synthesis, per step (mean over seeds)", ""]
     keys = ["tapo/eligible_groups", "tapo/pairs", "tapo/parse_rate", "tapo/splice_rate", "tapo/constructed_rows",
-            "tapo/inserted_rows", "tapo/constructed_acc", "tapo/constructed_token_share"]
+            "tapo/constructed_acc", "tapo/constructed_token_share"]
     for arm in [arm for arm in arms if arm.startswith("tapo")]:
         runs = [data["runs"][(arm, seed)] for seed in seeds]
         series = {key: _series(runs, key) for key in keys}
@@ -303,7 +303,7 @@ def render(data: dict, arms: list[str], seeds: list[str], rl_steps: int, quick: 
                                                    for key in keys) + " |")
         parsed = [run["steps"][step].get("tapo/parse_rate") for run in runs for step in run["steps"]
                   if "tapo/parse_rate" in run["steps"][step] and run["steps"][step].get("tapo/pairs", 0) > 0]
-        with_rows = [run["steps"][step].get("tapo/inserted_rows", 0) > 0 for run in runs for step in run["steps"]
+        with_rows = [run["steps"][step].get("tapo/constructed_rows", 0) > 0 for run in runs for step in run["steps"]
                      if "tapo/pairs" in run["steps"][step]]
         statuses = sum((run["dump"] for run in runs), Counter())
         lines += ["", f"Over all steps and seeds: parse rate {fmt(100 * (sum(parsed) / len(parsed)) if parsed else None)}% "
