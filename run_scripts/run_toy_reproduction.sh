@@ -78,8 +78,14 @@ else
     # climbing at 1250 steps (6% at 1000, 14% at 1250), before any RL run.
     BASE_STEPS=2000; BASE_BATCH=32
     MEASURE_N=8
-    COLD_LIMIT=300; COLD_SYNTHESIS=600; COLD_SOLUTIONS=150; COLD_PLAIN=450
-    COLD_STEPS=300; COLD_BATCH=16; COLD_LR=1e-3
+    # The cold start, set from the cold-started policy's own synthesis measured before RL: 300 steps at
+    # lr 1e-3 on 600 synthesis + 600 solution examples parsed 38.7% and spliced 0% (its anchors were no
+    # line of the wrong answer) -> 2000 + 2000 examples and 900 steps: parsed 93% (lr 2e-3; 85% at
+    # 1e-3), still spliced 0% -> the teacher's analysis checks the steps in order (teacher.py), and
+    # the toy templates put the wrong answer last, next to the output: spliced 8.6% at lr 2e-3, 28.7%
+    # at 3e-3 (sampled accuracy 56.6% and 56.4%) -> lr 3e-3.
+    COLD_LIMIT=1000; COLD_SYNTHESIS=2000; COLD_SOLUTIONS=500; COLD_PLAIN=1500
+    COLD_STEPS=900; COLD_BATCH=16; COLD_LR=3e-3
     EVAL_LIMIT=100; EVAL_N=4; EVAL_K=(1 2 4)
     VAL_RL=32
     RL_SIZE=()
@@ -154,7 +160,7 @@ evaluate() {
 
 run_cold_start_data() {
     # The trainer's own synthesis prompts (TAPO_SETTINGS); targets from the programmatic teacher, which
-    # knows the first wrong step. DCS 1/1 (any mixed group gives pairs), as the toy RL runs (toy_run.yaml).
+    # knows the first wrong step. Any mixed group gives pairs here (DCS 1/1: more examples than the RL runs' 2/4 band).
     rm -rf "$COLD_DATA"
     python -m recipe_tapo.cold_start --model "$BASE_DIR/huggingface" --input "$DATA/train.parquet" \
         --output-dir "$COLD_DATA" --backend hf --k 8 --limit $COLD_LIMIT --num-synthesis $COLD_SYNTHESIS \

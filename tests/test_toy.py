@@ -83,11 +83,27 @@ def test_the_teachers_targets_parse_splice_and_are_right(tapo_tokenizer, mode, p
                                 prefix_end=prefix_end)
     assert spliced.ok, spliced.failure
     step = first_wrong_step(wrong)
+    # the analysis checks the wrong answer's steps in order and stops at the first wrong one
+    checked = [f"{line} ok." for line in wrong.split("\n")[: step.line_index]]
+    wrong_result = step.line.rsplit("= ", 1)[1]
+    assert parsed.analysis == " ".join([*checked, f"{step.left} {step.op} {step.term} = {step.correct}, not {wrong_result}."])
     kept = "\n".join(wrong.split("\n")[: step.line_index + (prefix_end == "after_error")])
     assert spliced.text.startswith(kept)
     if prefix_end == "after_error":
         assert spliced.text[len(kept):].lstrip().startswith(f"Wait, {step.left} {step.op} {step.term} = {step.correct}")
     assert compute_score("toy_chain", spliced.text, str(problem.answer))["score"] == 1.0
+
+
+def test_the_teachers_analysis_checks_each_step_up_to_the_first_wrong_one():
+    problem = ChainProblem((51, 5, 9, 9, 9), ("+", "-", "-", "+"))
+    wrong = "51 + 5 = 56\n56 - 9 = 47\n47 - 9 = 37\n37 + 9 = 46\n\\boxed{46}"
+    right = write_solution(problem, random.Random(0))[0]
+    request = SynthesisRequest(0, "u", build_prompt(problem.text, suffix="")[0]["content"], wrong, right, "anchor", [], [])
+    assert ToyTeacher().write(request) == (
+        "<analysis>51 + 5 = 56 ok. 56 - 9 = 47 ok. 47 - 9 = 38, not 37.</analysis>\n"
+        "<anchor>47 - 9 = 37</anchor>\n"
+        "<reconstruction>\nWait, 47 - 9 = 38, not 37.\n38 + 9 = 47\n\\boxed{47}\n</reconstruction>"
+    )
 
 
 def test_the_teacher_skips_answers_without_a_wrong_step():
