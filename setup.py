@@ -30,7 +30,11 @@ setup(
         for sub in ["", *find_packages(folder)]
     ],
     package_dir={root: folder for folder, root in PACKAGE_ROOTS.items()},
-    package_data={"recipe_tapo.conf": ["*.yaml", "profile/*.yaml", "prompts/*.txt"]},
+    package_data={
+        "recipe_tapo.conf": ["*.yaml", "profile/*.yaml", "prompts/*.txt"],
+        # the toy cold-start checkpoint the CPU main job starts from (run_scripts/run_tapo_toy_cpu.sh)
+        "recipe_tapo.toy": ["cold_start_model/*"],
+    },
     # torch is deliberately absent: verl does not pin it either, and naming it here would let pip
     # replace the CPU build with a multi-GB CUDA one. Install torch first (README).
     install_requires=[

@@ -59,9 +59,9 @@ def test_a_seeded_run_is_reproducible_row_for_row(two_step_run, tmp_path):
         assert again[step]["actor/grad_norm"] == pytest.approx(first[step]["actor/grad_norm"], rel=1e-5)
 
 
-def test_the_main_job_runs_tapo_with_the_policy_writing_its_synthesis(two_step_run):
-    """README's main job: real synthesis requests to the hf server. The random tiny model writes no
-    parsable output; every attempt is counted by its reason and the run goes on."""
+def test_the_tiny_run_counts_every_synthesis_attempt_of_a_random_policy(two_step_run):
+    """Real synthesis requests to the hf server. The random tiny model writes no parsable output;
+    every attempt is counted by its reason and the run goes on."""
     _, steps, _ = two_step_run
     for step in steps.values():
         assert step["tapo/round_failed"] == 0
