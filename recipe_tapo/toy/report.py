@@ -329,7 +329,8 @@ def render(data: dict, arms: list[str], seeds: list[str], rl_steps: int, quick: 
         lines += ["", f"Cold-start data: {cold['examples']} examples (plus plain solution chats, see the script); "
                   f"rollout accuracy {fmt(100 * cold['rollout_acc'] if cold.get('rollout_acc') is not None else None)}%, "
                   f"{cold['synthesis_requests']} synthesis requests to the programmatic teacher, parse rate "
-                  f"{cold['parse_rate']}, splice rate {cold['splice_rate']}, verified rate {cold['verified_rate']}."]
+                  f"{100 * cold['parse_rate']:.1f}%, splice rate {100 * cold['splice_rate']:.1f}%, "
+                  f"verified rate {100 * cold['verified_rate']:.1f}%."]
 
     own = data.get("pre_rl_synthesis")
     if own:
