@@ -65,6 +65,17 @@ def mean_std(values: list[float]) -> tuple[float | None, float | None]:
     return mean, math.sqrt(sum((value - mean) ** 2 for value in values) / (len(values) - 1))
 
 
+def _percent(rate: float | None) -> str:
+    return "n/a" if rate is None else f"{100 * rate:.1f}%"
+
+
+def _synthesis_rates(stats: dict) -> str:
+    """The synthesis part of a cold-start builder's `stats.json`, in words."""
+    return (f"{stats['synthesis_requests']} synthesis requests, {stats.get('synthesis_answered', 'n/a')} answered, "
+            f"parse rate {_percent(stats.get('parse_rate'))}, splice rate {_percent(stats.get('splice_rate'))}, "
+            f"constructions verified correct {_percent(stats.get('verified_rate'))}")
+
+
 def fmt(mean: float | None, std: float | None = None, digits: int = 1) -> str:
     if mean is None:
         return "n/a"
@@ -191,6 +202,14 @@ def _series(runs: list[dict], key: str, when: str | None = None) -> dict[int, tu
     return {step: mean_std(values) for step, values in sorted(by_step.items())}
 
 
+def _errorbar(ax, series: dict[int, tuple[float | None, float | None]], label: str, scale: float = 1.0) -> None:
+    """One arm's mean ± std per step (`_series`) on `ax`; nothing when no step has a value."""
+    points = [(step, mean, std) for step, (mean, std) in series.items() if mean is not None]
+    if points:
+        ax.errorbar([step for step, _, _ in points], [scale * mean for _, mean, _ in points],
+                    yerr=[scale * (std or 0.0) for _, _, std in points], marker="o", capsize=3, label=label)
+
+
 def plot(data: dict, arms: list[str], seeds: list[str], path: str) -> None:
     import matplotlib
 
@@ -216,10 +235,7 @@ def plot(data: dict, arms: list[str], seeds: list[str], path: str) -> None:
         ax.legend()
     ax = axes[1]
     for arm in arms:
-        series = _series([data["runs"][(arm, seed)] for seed in seeds], "critic/score/mean")
-        if series:
-            ax.errorbar(list(series), [100 * value[0] for value in series.values()],
-                        yerr=[100 * value[1] for value in series.values()], marker="o", capsize=3, label=arm)
+        _errorbar(ax, _series([data["runs"][(arm, seed)] for seed in seeds], "critic/score/mean"), arm, scale=100)
     ax.set_title("training rollouts: accuracy (original rows, %)")
     ax.set_xlabel("step")
     if ax.get_legend_handles_labels()[0]:
@@ -228,13 +244,7 @@ def plot(data: dict, arms: list[str], seeds: list[str], path: str) -> None:
                            (axes[3], "tapo/constructed_rows", "TAPO: constructed rows inserted per step")):
         for arm in tapo_arms:
             when = "tapo/synthesis_answered" if key == "tapo/parse_rate" else None
-            series = _series([data["runs"][(arm, seed)] for seed in seeds], key, when)
-            if not series:
-                continue
-            steps = list(series)
-            means = [series[step][0] for step in steps]
-            stds = [series[step][1] for step in steps]
-            ax.errorbar(steps, means, yerr=stds, marker="o", capsize=3, label=arm)
+            _errorbar(ax, _series([data["runs"][(arm, seed)] for seed in seeds], key, when), arm)
         if key == "tapo/constructed_rows":
             for arm in tapo_arms:
                 series = _series([data["runs"][(arm, seed)] for seed in seeds], "tapo/pairs")
@@ -327,18 +337,12 @@ def render(data: dict, arms: list[str], seeds: list[str], rl_steps: int, quick: 
     cold = data.get("cold_start")
     if cold:
         lines += ["", f"Cold-start data: {cold['examples']} examples (plus plain solution chats, see the script); "
-                  f"rollout accuracy {fmt(100 * cold['rollout_acc'] if cold.get('rollout_acc') is not None else None)}%, "
-                  f"{cold['synthesis_requests']} synthesis requests to the programmatic teacher, parse rate "
-                  f"{100 * cold['parse_rate']:.1f}%, splice rate {100 * cold['splice_rate']:.1f}%, "
-                  f"verified rate {100 * cold['verified_rate']:.1f}%."]
-
+                  f"rollout accuracy {_percent(cold.get('rollout_acc'))}, {_synthesis_rates(cold)}; synthesizer: "
+                  "the programmatic teacher."]
     own = data.get("pre_rl_synthesis")
     if own:
         lines += ["", f"The cold-started policy's own synthesis before RL (validation problems, K={own['k']}, any mixed "
-                  f"group, the RL runs' prompts): {own['synthesis_requests']} requests, {own['synthesis_answered']} "
-                  f"answered, parse rate {fmt(100 * own['parse_rate'])}%, splice rate {fmt(100 * own['splice_rate'])}%, "
-                  f"constructions verified correct {fmt(100 * own['verified_rate'])}%; statuses "
-                  f"{own.get('synthesis_statuses')}."]
+                  f"group, the RL runs' prompts): {_synthesis_rates(own)}; statuses {own.get('synthesis_statuses')}."]
 
     lines += ["", "## Wall time per stage (seconds)", "", "| stage | seconds |", "|---|---|"]
     for name, seconds in data["stages"].items():
