@@ -5,14 +5,14 @@ it goes through `run_logged`: on a non-zero exit or a timeout the test fails wit
 log, not a hang.
 """
 
-import ast
 import os
-import re
 import signal
 import subprocess
 
+# The one parser of verl's console metric lines, shared with the run view's figure 3.
+from recipe_tapo.view.metrics import console_step_metrics as step_metrics
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STEP_LINE = re.compile(r"step:(\d+) - (.*)$")
 
 
 def run_logged(cmd: list[str], log_path: str, timeout_s: int, env: dict | None = None, tail_lines: int = 60) -> str:
@@ -39,30 +39,6 @@ def run_logged(cmd: list[str], log_path: str, timeout_s: int, env: dict | None =
         tail = "\n".join(text.splitlines()[-tail_lines:])
         raise AssertionError(f"{' '.join(cmd)} failed ({failure}); log {log_path}, last lines:\n{tail}")
     return text
-
-
-def _metric_value(raw: str) -> float:
-    raw = raw.strip()
-    wrapped = re.fullmatch(r"np\.\w+\((.*)\)", raw)
-    return float(ast.literal_eval(wrapped.group(1) if wrapped else raw))
-
-
-def step_metrics(log_text: str) -> dict[int, dict[str, float]]:
-    """verl's console-logger lines (`step:N - key:value - ...`) as {step: {key: value}}."""
-    steps = {}
-    for line in log_text.splitlines():
-        match = STEP_LINE.search(line)
-        if not match:
-            continue
-        metrics = {}
-        for item in match.group(2).split(" - "):
-            key, _, value = item.partition(":")
-            try:
-                metrics[key.strip()] = _metric_value(value)
-            except (ValueError, SyntaxError):
-                continue
-        steps[int(match.group(1))] = metrics
-    return steps
 
 
 def training_steps(log_text: str) -> dict[int, dict[str, float]]:
