@@ -7,8 +7,9 @@ A synthetic batch shaped like the paper's run: 128 prompts x 8 samples, wrong an
 `--wrong-tokens` tokens, half of the groups in the DCS band, so 4 constructions per eligible group.
 Timed per step: selection, parsing of every synthesis output, splicing (the wrong answer's rollout
 ids are given, as in the trainer), and advantages (lambda x OTS token factor + the `tapo` estimator over the whole
-batch). Building the synthesis prompts (which tokenises each whole prompt to enforce the budget) is
-timed and printed apart. The figure is the median over `--repeats` steps, in ms per construction.
+batch). Building the synthesis prompts (`SynthesisPromptBuilder`: each pair's wrong answer from its
+rollout ids, each right answer once per row, the budget counted in ids) is timed and printed apart.
+The figure is the median over `--repeats` steps, in ms per construction.
 Without `--tokenizer`, the recipe's tiny byte-level BPE tokenizer is built in a temporary folder; a
 real model's tokenizer (e.g. Qwen3-8B's folder) gives the figure for a real run.
 """
@@ -27,11 +28,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from recipe_tapo.advantage import compute_constructed_token_factor, compute_tapo_advantage
+from recipe_tapo.advantage import compute_constructed_token_factor, compute_tapo_advantage, constructed_row_uid
 from recipe_tapo.config import TapoConfig
 from recipe_tapo.selection import select_candidate_pairs
 from recipe_tapo.splicing import splice_trajectory
-from recipe_tapo.synthesis import build_synthesis_prompt, parse_synthesis_output
+from recipe_tapo.synthesis import SynthesisPromptBuilder, parse_synthesis_output
 
 QUESTION = "Let x be the sum of all products a * b over the table. What is x? Put the answer in \\boxed{}."
 
@@ -80,12 +81,13 @@ def _timed(function: Callable[[], Any]) -> tuple[Any, float]:
 
 def run(tokenizer: Any, args: argparse.Namespace) -> None:
     rng = random.Random(0)
-    config = TapoConfig.from_dict({"synthesis": {"mode": args.mode}})
+    config = TapoConfig.from_dict({"synthesis": {"mode": args.mode, "max_prompt_tokens": 10 * args.wrong_tokens}})
     rows = args.prompts * args.samples
     distinct_answers = 8  # texts are reused across rows; every row is still spliced on its own
     wrong_texts = [_reasoning_text(tokenizer, args.wrong_tokens, rng, final=55) for _ in range(distinct_answers)]
     wrong_ids = [tokenizer.encode(text, add_special_tokens=False) for text in wrong_texts]
-    right_text = _reasoning_text(tokenizer, args.wrong_tokens // 2, rng, final=57)
+    right_ids = tokenizer.encode(_reasoning_text(tokenizer, args.wrong_tokens // 2, rng, final=57), add_special_tokens=False)
+    prompts = SynthesisPromptBuilder(tokenizer, config.synthesis)
 
     uids = np.array([f"prompt-{row // args.samples}" for row in range(rows)], dtype=object)
     correct = np.zeros(rows, dtype=bool)
@@ -115,9 +117,13 @@ def run(tokenizer: Any, args: argparse.Namespace) -> None:
         texts = [wrong_texts[pair.wrong_row % distinct_answers] for pair in pairs]
         ids = [wrong_ids[pair.wrong_row % distinct_answers] for pair in pairs]
 
-        _, elapsed = _timed(
-            lambda: [build_synthesis_prompt(QUESTION, text, right_text, tokenizer, config.synthesis) for text in texts]
-        )
+        def build_prompts() -> list:
+            right = {pair.right_row: prompts.answer(right_ids) for pair in pairs}  # once per right row
+            return [prompts.build(QUESTION, prompts.answer(own), right[pair.right_row]) for own, pair in zip(ids, pairs)]
+
+        built, elapsed = _timed(build_prompts)
+        if not all(prompt.ok for prompt in built):
+            raise RuntimeError("synthetic prompts must all fit the budget")
         stage_times["prompts"].append(elapsed)
         parsed, elapsed = _timed(lambda: [parse_synthesis_output(outputs[text], args.mode) for text in texts])
         stage_times["parsing"].append(elapsed)
@@ -137,21 +143,15 @@ def run(tokenizer: Any, args: argparse.Namespace) -> None:
         rewards = torch.zeros(total_rows, args.response_length)
         rewards[:, -1] = torch.tensor(np.concatenate([correct, np.ones(len(pairs), dtype=bool)]), dtype=torch.float32)
         mask = torch.ones(total_rows, args.response_length)
-        index = np.concatenate([uids, np.array([pair.group_id for pair in pairs], dtype=object)])
+        constructed_uids = [constructed_row_uid(pair.group_id, config.advantage) for pair in pairs]
+        index = np.concatenate([uids, np.array(constructed_uids, dtype=object)])
         is_constructed = np.arange(total_rows) >= rows
         old_log_probs = -torch.rand(total_rows, args.response_length, generator=generator) * 3
         entropys = torch.rand(total_rows, args.response_length, generator=generator) * 2
 
         def advantages() -> torch.Tensor:
             factor = compute_constructed_token_factor(old_log_probs, entropys, mask, is_constructed, config)
-            return compute_tapo_advantage(
-                rewards,
-                mask,
-                index=index,
-                is_constructed=is_constructed,
-                constructed_token_factor=factor,
-                tapo_config=config,
-            )[0]
+            return compute_tapo_advantage(rewards, mask, index=index, tapo_config=config)[0] * factor
 
         _, elapsed = _timed(advantages)
         stage_times["advantage"].append(elapsed)
@@ -164,7 +164,7 @@ def run(tokenizer: Any, args: argparse.Namespace) -> None:
         print(f"  {stage:<10} {per_step:9.1f} ms/step  {per_construction:7.3f} ms/construction")
     core_ms, prompts_ms = core * 1e3 / constructions, medians["prompts"] * 1e3 / constructions
     print(f"selection + parsing + splicing + advantage: {core_ms:.3f} ms CPU per construction (one core)")
-    print(f"apart: synthesis prompt building with budget check: {prompts_ms:.3f} ms per construction")
+    print(f"apart: synthesis prompt building with budget check: {prompts_ms:.3f} ms CPU per construction (one core)")
 
 
 def main(argv: list[str] | None = None) -> None:

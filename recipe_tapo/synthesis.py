@@ -32,9 +32,6 @@ PLACEHOLDERS = TEMPLATE_PLACEHOLDERS
 _PLACEHOLDER_PATTERN = re.compile(r"\{\{(" + "|".join(PLACEHOLDERS) + r")\}\}")
 # Stands for the middle of a right answer shortened to fit the prompt budget.
 OMISSION_MARKER = "\n\n[... {count} tokens of this attempt omitted ...]\n\n"
-# Re-rendering after a cut can merge or split a few tokens at the joins; cut this much extra.
-_JOIN_SLACK_TOKENS = 8
-_MAX_SHORTENING_ATTEMPTS = 3
 
 
 class SynthesisFailure(str, Enum):
@@ -87,11 +84,13 @@ def render_synthesis_prompt(config: SynthesisConfig, question: str, wrong_answer
 class SynthesisPrompt:
     """A synthesis request for the rollout engine, or why the pair was skipped.
 
-    `messages` is the chat to send (one user turn; verl's rollout reads `raw_prompt` messages);
-    `num_tokens` its length with the chat template and generation prompt; `omitted_right_tokens`
-    how many tokens were cut from the middle of the right answer to fit (0 = none).
+    `prompt_ids` are the token ids to send (chat template and generation prompt included);
+    `messages` the same prompt as a chat (one user turn), for records and SFT examples;
+    `num_tokens` is `len(prompt_ids)`; `omitted_right_tokens` how many tokens were cut from the
+    middle of the right answer to fit (0 = none).
     """
 
+    prompt_ids: list[int] | None
     messages: list[dict[str, str]] | None
     num_tokens: int
     omitted_right_tokens: int
@@ -102,6 +101,170 @@ class SynthesisPrompt:
         return self.failure is None
 
 
+# Stands for the message content while the chat template is split around it (no template changes it).
+_CONTENT_SENTINEL = "\u2063TAPO-SYNTHESIS-CONTENT\u2063"
+
+
+@dataclass(frozen=True)
+class PromptAnswer:
+    """An answer as a synthesis prompt shows it (`SynthesisPromptBuilder.answer`).
+
+    `body_ids`: the response's own ids up to and including its last line break (special tokens
+    dropped); `tail`: the text after it, tokenised with the template text that follows the answer;
+    `text`: the whole answer without special tokens (the prompt's text form).
+    """
+
+    body_ids: tuple[int, ...]
+    tail: str
+    text: str
+
+
+# How far back from an answer's end a line break is looked for; a longer last line is re-tokenised.
+_TAIL_SEARCH_TOKENS = 256
+
+
+class SynthesisPromptBuilder:
+    """Builds synthesis prompts as token ids from pieces, within a token budget.
+
+    The prompt is the chat template's text before the user content, the template with its three
+    values, and the chat template's text after the content (generation prompt included). The fixed
+    text is tokenised once, here. An answer goes in as the rollout's own response ids (special
+    tokens dropped), never re-tokenised, except its last line, which is tokenised together with the
+    template text after it up to that text's first special token; the question likewise. So the
+    joins a tokenizer merges (an answer's final "." with the template's next "\\n\\n") come out as
+    in the whole text, and a prompt costs a few short tokenisations and list concatenation, not a
+    tokenisation of tens of thousands of tokens. Where a sampled answer's ids are not the
+    tokenizer's own tokenisation of its text, the prompt keeps the sampled ids.
+
+    Shortening policy, in order: (1) the prompt is used as is if it fits `config.max_prompt_tokens`;
+    (2) otherwise the MIDDLE of the right answer is replaced by `OMISSION_MARKER`, keeping its
+    beginning (the approach) and its end (the final steps and answer) in equal parts, but never below
+    `config.min_right_answer_tokens`; (3) if it still cannot fit, the pair is skipped with
+    `PROMPT_TOO_LONG`. The question and the wrong answer are never shortened: the model must see the
+    wrong answer exactly as written, since its reconstruction or anchor is matched against it.
+    No value carries a special token: special token ids are dropped from answers, and a special
+    token's spelling in ordinary characters is removed from their text form and from the question.
+
+    Args:
+        tokenizer: the policy's HF tokenizer; the chat is rendered with
+            `apply_chat_template(..., add_generation_prompt=True, **chat_template_kwargs)`, as the
+            rollout renders prompts.
+        config: the template (`mode`, `prefix_end`, `template_path`; see `load_template`) and budgets.
+
+    Raises:
+        ValueError: the chat template does not render a user turn's content verbatim.
+    """
+
+    def __init__(self, tokenizer: Any, config: SynthesisConfig, chat_template_kwargs: dict[str, Any] | None = None):
+        self.tokenizer = tokenizer
+        self.config = config
+        self.special_ids = frozenset(int(token) for token in tokenizer.all_special_ids)
+        self.special_texts = sorted(set(tokenizer.all_special_tokens), key=len, reverse=True)
+        rendered = tokenizer.apply_chat_template(
+            [{"role": "user", "content": _CONTENT_SENTINEL}],
+            add_generation_prompt=True,
+            tokenize=False,
+            **(chat_template_kwargs or {}),
+        )
+        if rendered.count(_CONTENT_SENTINEL) != 1:
+            raise ValueError("the tokenizer's chat template does not render a user message's content verbatim")
+        chat_before, chat_after = rendered.split(_CONTENT_SENTINEL)
+        parts = _PLACEHOLDER_PATTERN.split(load_template(config))
+        literals = parts[0::2]
+        self.slots: list[str] = parts[1::2]
+        literals[0], literals[-1] = chat_before + literals[0], literals[-1] + chat_after
+        self.head_ids = self._encode(literals[0], special=True)
+        # After each slot: the text its value's end is tokenised with (up to the first special token), then the rest.
+        self.joined_text: list[str] = []
+        self.rest_ids: list[list[int]] = []
+        for literal in literals[1:]:
+            cut = self._first_special(literal)
+            self.joined_text.append(literal[:cut])
+            self.rest_ids.append(self._encode(literal[cut:], special=True))
+        self.fixed_tokens = len(self.head_ids) + sum(len(ids) for ids in self.rest_ids)
+
+    def _first_special(self, text: str) -> int:
+        found = [text.find(special) for special in self.special_texts]
+        return min([position for position in found if position >= 0], default=len(text))
+
+    def _encode(self, text: str, special: bool = False) -> list[int]:
+        # Value text keeps a special token's spelling as ordinary characters (it is removed first anyway).
+        return list(self.tokenizer.encode(text, add_special_tokens=False, split_special_tokens=not special))
+
+    def _decode(self, ids) -> str:
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is not None:  # the fast path: HF's decode first walks every id in Python
+            return backend.decode(list(ids), skip_special_tokens=True)
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+    def without_special_tokens(self, text: str) -> str:
+        """`text` with every special token's spelling removed (what a value's text may show)."""
+        for special in self.special_texts:
+            text = text.replace(special, "")
+        return text
+
+    def answer(self, response_ids) -> PromptAnswer:
+        """A response (its ids, trailing EOS stripped or not) as the prompt will show it."""
+        ids = [int(token) for token in response_ids if int(token) not in self.special_ids]
+        decoded = self._decode(ids)
+        text = self.without_special_tokens(decoded)
+        split = 0
+        for position in range(len(ids) - 1, max(len(ids) - _TAIL_SEARCH_TOKENS, 0) - 1, -1):
+            if self._decode(ids[position : position + 1]).endswith("\n"):
+                split = position + 1
+                break
+        tail = self._decode(ids[split:])
+        if text != decoded or "\ufffd" in decoded or not decoded.endswith(tail):
+            # A special token's spelling (its ids would spell it again), bytes that are no valid
+            # text, or ids that decode apart differently: the text is tokenised instead, so the ids
+            # are those of what the prompt's text form shows.
+            split, tail = 0, text
+        return PromptAnswer(tuple(ids[:split]), tail, text)
+
+    def build(self, question: str, wrong: PromptAnswer, right: PromptAnswer) -> SynthesisPrompt:
+        """The prompt for one pair: the question's text and two `answer` results."""
+        question = self.without_special_tokens(question)
+        values = {"question": ((), question, question), "wrong_answer": _parts(wrong), "right_answer": _parts(right)}
+        pieces = [self._piece(index, values[slot]) for index, slot in enumerate(self.slots)]
+        total = self.fixed_tokens + sum(len(piece) for piece in pieces)
+        omitted = 0
+        if total > self.config.max_prompt_tokens:
+            slot = self.slots.index("right_answer")
+            right_ids = list(right.body_ids) + self._encode(right.tail)
+            marker = self._encode(OMISSION_MARKER.format(count=len(right_ids)))
+            keep = len(right_ids) - (total - self.config.max_prompt_tokens) - len(marker) - 1
+            if keep < max(self.config.min_right_answer_tokens, 1):
+                return SynthesisPrompt(None, None, total, 0, SynthesisFailure.PROMPT_TOO_LONG)
+            omitted = len(right_ids) - keep
+            values["right_answer"] = self._omit_middle(right_ids, keep, omitted)
+            pieces[slot] = self._piece(slot, values["right_answer"])
+            total = self.fixed_tokens + sum(len(piece) for piece in pieces)
+            if total > self.config.max_prompt_tokens:  # the cut changed more tokens than it saved
+                return SynthesisPrompt(None, None, total, 0, SynthesisFailure.PROMPT_TOO_LONG)
+        ids = list(self.head_ids)
+        for piece, rest in zip(pieces, self.rest_ids):
+            ids += piece
+            ids += rest
+        texts = {slot: value[2] for slot, value in values.items()}
+        content = render_synthesis_prompt(self.config, texts["question"], texts["wrong_answer"], texts["right_answer"])
+        return SynthesisPrompt(ids, [{"role": "user", "content": content}], len(ids), omitted)
+
+    def _piece(self, index: int, value: tuple) -> list[int]:
+        body_ids, tail, _ = value
+        return [*body_ids, *self._encode(tail + self.joined_text[index])]
+
+    def _omit_middle(self, ids: list[int], keep: int, omitted: int) -> tuple:
+        head, tail = ids[: keep - keep // 2], ids[len(ids) - keep // 2 :] if keep // 2 else []
+        # A cut inside a multi-byte character decodes to U+FFFD at the cut: drop that half character.
+        head_text, tail_text = self._decode(head).rstrip("\ufffd"), self._decode(tail).lstrip("\ufffd")
+        marker = OMISSION_MARKER.format(count=omitted)
+        return (), head_text + marker + tail_text, head_text + marker + tail_text
+
+
+def _parts(answer: PromptAnswer) -> tuple:
+    return answer.body_ids, answer.tail, answer.text
+
+
 def build_synthesis_prompt(
     question: str,
     wrong_answer: str,
@@ -110,56 +273,14 @@ def build_synthesis_prompt(
     config: SynthesisConfig,
     chat_template_kwargs: dict[str, Any] | None = None,
 ) -> SynthesisPrompt:
-    """Build the synthesis chat for one pair within `config.max_prompt_tokens`, from the template
-    `config` selects (`mode`, `prefix_end`, `template_path`; see `load_template`).
+    """One prompt from texts, with a builder of its own (keep one `SynthesisPromptBuilder` for many:
+    it tokenises the template once and takes the answers as response ids)."""
+    builder = SynthesisPromptBuilder(tokenizer, config, chat_template_kwargs)
 
-    Shortening policy, in order: (1) the prompt is used as is if it fits; (2) otherwise the MIDDLE
-    of the right answer is replaced by `OMISSION_MARKER`, keeping its beginning (the approach) and
-    its end (the final steps and answer) in equal parts, but never below
-    `config.min_right_answer_tokens`; (3) if it still cannot fit, the pair is skipped with
-    `PROMPT_TOO_LONG`. The question and the wrong answer are never shortened: the model must see
-    the wrong answer exactly as written, since its reconstruction or anchor is matched against it.
+    def answer(text: str) -> PromptAnswer:
+        return builder.answer(tokenizer.encode(builder.without_special_tokens(text), add_special_tokens=False))
 
-    Args:
-        tokenizer: the policy's HF tokenizer; the budget counts
-            `apply_chat_template(messages, add_generation_prompt=True, **chat_template_kwargs)`,
-            which must match how the rollout engine renders the chat.
-    """
-    kwargs = chat_template_kwargs or {}
-
-    def measured(right_text: str) -> tuple[list[dict[str, str]], int]:
-        content = render_synthesis_prompt(config, question, wrong_answer, right_text)
-        messages = [{"role": "user", "content": content}]
-        rendered = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **kwargs)
-        return messages, len(tokenizer.encode(rendered, add_special_tokens=False))
-
-    messages, num_tokens = measured(right_answer)
-    if num_tokens <= config.max_prompt_tokens:
-        return SynthesisPrompt(messages, num_tokens, 0)
-
-    right_ids = tokenizer.encode(right_answer, add_special_tokens=False)
-    keep = len(right_ids) - (num_tokens - config.max_prompt_tokens) - _JOIN_SLACK_TOKENS
-    for _ in range(_MAX_SHORTENING_ATTEMPTS):
-        if keep < max(config.min_right_answer_tokens, 1):
-            break
-        omitted = len(right_ids) - keep
-        messages, num_tokens = measured(_omit_middle(tokenizer, right_ids, keep, omitted))
-        if num_tokens <= config.max_prompt_tokens:
-            return SynthesisPrompt(messages, num_tokens, omitted)
-        keep -= num_tokens - config.max_prompt_tokens + _JOIN_SLACK_TOKENS
-    return SynthesisPrompt(None, num_tokens, 0, SynthesisFailure.PROMPT_TOO_LONG)
-
-
-def _omit_middle(tokenizer: Any, ids: list[int], keep: int, omitted: int) -> str:
-    head, tail = keep - keep // 2, keep // 2
-
-    def decode(piece: list[int]) -> str:
-        return tokenizer.decode(piece, skip_special_tokens=False, clean_up_tokenization_spaces=False)
-
-    # A cut inside a multi-byte character decodes to U+FFFD at the cut: drop that half character.
-    head_text = decode(ids[:head]).rstrip("\ufffd")
-    tail_text = decode(ids[len(ids) - tail :]).lstrip("\ufffd") if tail else ""
-    return head_text + OMISSION_MARKER.format(count=omitted) + tail_text
+    return builder.build(question, answer(wrong_answer), answer(right_answer))
 
 
 # ---------------------------------------------------------------------------------------------
