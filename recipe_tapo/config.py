@@ -27,6 +27,7 @@ TEMPLATE_PLACEHOLDERS = ("question", "wrong_answer", "right_answer")
 KEEP_POLICIES = ("all", "correct_only")
 REF_GROUP_SCOPES = ("query", "batch")
 DEGENERATE_POLICIES = ("orig_baseline", "zero")
+LOSS_NORMALIZATIONS = ("separate", "joint")
 
 
 def _require(condition: bool, message: str) -> None:
@@ -87,8 +88,15 @@ class SynthesisConfig:
     top_p: float = 1.0
     # Generation budget of one synthesis output; in verbatim mode it must cover the re-emitted prefix.
     max_new_tokens: int = 4096
-    # A synthesis round slower than this (seconds) is abandoned; the step then stays plain GRPO.
+    # Deadline of the synthesis round, in seconds after the step's last rollout finished: requests
+    # still running then are aborted and counted (tapo/fail/timeout); what finished is kept.
     timeout_s: float = 600.0
+    # true: a group's synthesis requests go out as soon as its K rollouts are finished and scored,
+    # while other groups still generate; false: one round after the whole rollout.
+    stream: bool = True
+    # A round in which no request was answered is a failed round (a GRPO step); this many in a row
+    # stop the run with their cause.
+    max_failed_rounds: int = 3
     # Who writes the synthesis outputs: None = the policy, through the run's rollout servers; else
     # the dotted name of a class built as cls(trainer_config, tokenizer) and called with
     # (requests, timeout_s) (recipe_tapo.workers.augmentation.SynthesisTextSource), e.g. a
@@ -112,6 +120,10 @@ class SynthesisConfig:
             self.max_new_tokens >= 1, f"tapo.synthesis.max_new_tokens must be >= 1, got {self.max_new_tokens}"
         )
         _require(self.timeout_s > 0.0, f"tapo.synthesis.timeout_s must be > 0, got {self.timeout_s}")
+        _require(
+            self.max_failed_rounds >= 1,
+            f"tapo.synthesis.max_failed_rounds must be >= 1, got {self.max_failed_rounds}",
+        )
         if self.template_path is not None:
             check_template_file(self.template_path)
 
@@ -212,10 +224,16 @@ class AdvantageConfig:
     # false = the DAE-off ablation: constructed rows join their source group's statistics (one
     # GRPO normalisation over the union of a uid's original and constructed rows, for both).
     decoupled: bool = True
+    # "separate": L = L_GRPO(G_orig) + lambda * L_ref(G_ref), each part normalised over its own tokens
+    # (token-mean) or rows (seq-mean), as the paper's equation 6 reads; "joint": verl's one
+    # normalisation over every row of the mini-batch, which shrinks the GRPO part by the
+    # constructed share.
+    loss_normalization: str = "separate"
 
     def __post_init__(self) -> None:
         _require_choice(self.ref_group_scope, REF_GROUP_SCOPES, "advantage.ref_group_scope")
         _require_choice(self.degenerate, DEGENERATE_POLICIES, "advantage.degenerate")
+        _require_choice(self.loss_normalization, LOSS_NORMALIZATIONS, "advantage.loss_normalization")
         _require(
             self.ref_loss_weight > 0.0,
             "tapo.advantage.ref_loss_weight (lambda) must be > 0: with 0 no constructed row can ever "
@@ -269,6 +287,12 @@ class TapoConfig:
     dump: DumpConfig = field(default_factory=DumpConfig)
 
     def __post_init__(self) -> None:
+        # A cap over the batch needs every group's rollouts before the first request goes out.
+        _require(
+            not (self.synthesis.stream and self.selection.max_pairs_per_step is not None),
+            "tapo.selection.max_pairs_per_step needs tapo.synthesis.stream=false: a cap over the whole "
+            "batch must see every group before the first synthesis request goes out",
+        )
         # Anchor output holds only the correction, never a whole answer to train on its own.
         _require(
             not (self.splicing.full_reconstruction and self.synthesis.mode == "anchor"),

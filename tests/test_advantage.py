@@ -9,7 +9,17 @@ import torch
 from verl.trainer.config import AlgoConfig
 from verl.trainer.ppo.core_algos import compute_grpo_outcome_advantage, get_adv_estimator_fn
 
-from recipe_tapo.advantage import compute_constructed_token_factor, compute_ots_weights, compute_tapo_advantage
+from hypothesis import given
+from hypothesis import strategies as st
+
+from recipe_tapo.advantage import (
+    compute_constructed_token_factor,
+    compute_ots_weights,
+    compute_tapo_advantage,
+    constructed_row_uid,
+    parse_constructed_uid,
+    use_advantage_settings,
+)
 from recipe_tapo.config import AdvantageConfig, OtsConfig, TapoConfig
 
 RESPONSE_LENGTH = 3
@@ -41,11 +51,17 @@ ORIGINAL_EXPECTED = (
 )
 
 
-def _tapo(settings: AdvantageConfig = AdvantageConfig(), **arguments):
-    """The estimator on the batch above, with any argument replaced."""
-    arguments = (
-        dict(token_level_rewards=REWARDS, response_mask=MASK, index=INDEX, is_constructed=CONSTRUCTED) | arguments
+def _index(settings: AdvantageConfig = AdvantageConfig(), index=INDEX, constructed=CONSTRUCTED) -> np.ndarray:
+    """The uids the trainer gives the rows: constructed ones carry their G_ref (constructed_row_uid)."""
+    return np.array(
+        [constructed_row_uid(uid, settings) if flag else uid for uid, flag in zip(index, constructed)], dtype=object
     )
+
+
+def _tapo(settings: AdvantageConfig = AdvantageConfig(), constructed=CONSTRUCTED, **arguments):
+    """The estimator on the batch above, with any argument replaced."""
+    index = _index(settings, arguments.pop("index", INDEX), constructed)
+    arguments = dict(token_level_rewards=REWARDS, response_mask=MASK, index=index) | arguments
     advantages, returns = compute_tapo_advantage(**arguments, tapo_config=TapoConfig(advantage=settings))
     assert advantages is returns
     return advantages
@@ -83,19 +99,9 @@ def test_without_std_normalisation_only_the_mean_is_removed():
     assert values == pytest.approx([0.75, -0.25, -0.25, -0.25, 0.5, 0.5, -0.5, -0.5, 0.5, -0.5, 0.5, 0.5])
 
 
-def test_lambda_scales_constructed_rows_only():
-    base, scaled = _tapo(), _tapo(AdvantageConfig(ref_loss_weight=0.5))
-    assert torch.equal(scaled[:8], base[:8])
-    assert torch.allclose(scaled[8:], 0.5 * base[8:])
-
-
-def test_token_factor_applies_per_token_to_constructed_rows_only():
-    weights = torch.full((12, RESPONSE_LENGTH), 7.0)
-    weights[8] = torch.tensor([0.1, 1.0, 2.0])
-    base, weighted = _tapo(), _tapo(AdvantageConfig(ref_loss_weight=0.5), constructed_token_factor=weights)
-    assert torch.equal(weighted[:8], base[:8])
-    assert torch.allclose(weighted[8], base[8] * torch.tensor([0.1, 1.0, 2.0]))
-    assert torch.allclose(weighted[9:], 7.0 * base[9:])  # the factor carries lambda itself
+def test_the_estimator_returns_dae_without_lambda():
+    # lambda (and OTS) are the trainer's per-token factor (compute_constructed_token_factor).
+    assert torch.equal(_tapo(AdvantageConfig(ref_loss_weight=0.5)), _tapo())
 
 
 def test_constructed_rows_never_change_the_original_groups():
@@ -115,39 +121,46 @@ def test_padding_gets_zero_advantage():
 def test_single_construction_falls_back_to_its_orig_baseline():
     # One construction for group a (reward 1): degenerate G_ref -> (1 - 0.25) / 0.5.
     advantages = _tapo(
-        token_level_rewards=REWARDS[:9], response_mask=MASK[:9], index=INDEX[:9], is_constructed=CONSTRUCTED[:9]
+        token_level_rewards=REWARDS[:9], response_mask=MASK[:9], index=INDEX[:9], constructed=CONSTRUCTED[:9]
     )
     assert advantages[8, 0].item() == pytest.approx(0.75 / (0.5 + EPS), rel=1e-6)
 
 
 def test_a_construction_whose_orig_group_is_all_equal_gets_zero():
-    index = np.array(["c", "c", "c"], dtype=object)
     advantages = _tapo(
         token_level_rewards=_rewards([0, 0, 1]),
         response_mask=torch.ones(3, RESPONSE_LENGTH),
-        index=index,
-        is_constructed=[False, False, True],
+        index=np.array(["c", "c", "c"], dtype=object),
+        constructed=[False, False, True],
     )
     assert advantages.abs().sum().item() == 0.0
 
 
 def test_a_construction_without_original_rows_is_an_error():
-    with pytest.raises(ValueError, match="uid 'z' has no original rows"):
+    with pytest.raises(ValueError, match="source uid 'z' has no original rows"):
         _tapo(
             token_level_rewards=_rewards([1, 1]),
             response_mask=torch.ones(2, RESPONSE_LENGTH),
             index=np.array(["y", "z"], dtype=object),
-            is_constructed=[False, True],
+            constructed=[False, True],
         )
 
 
-def test_missing_index_and_bad_shapes_are_refused():
+def test_missing_index_is_refused():
     with pytest.raises(ValueError, match="needs `index`"):
         compute_tapo_advantage(REWARDS, MASK)
-    with pytest.raises(ValueError, match="is_constructed has shape"):
-        _tapo(is_constructed=CONSTRUCTED[:5])
-    with pytest.raises(ValueError, match="constructed_token_factor has shape"):
-        _tapo(constructed_token_factor=torch.ones(12, 2))
+
+
+@given(
+    source=st.text(min_size=1, max_size=40),
+    scope=st.sampled_from(["query", "batch"]),
+)
+def test_a_constructed_uid_carries_its_source_and_scope(source, scope):
+    uid = constructed_row_uid(source, AdvantageConfig(ref_group_scope=scope))
+    assert parse_constructed_uid(uid) == (scope, source)
+    assert parse_constructed_uid(source) is None or source.startswith("tapo-ref:")
+    # DAE off: the construction is a plain row of its source group.
+    assert constructed_row_uid(source, AdvantageConfig(decoupled=False)) == source
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -159,19 +172,30 @@ def test_equals_verl_grpo_exactly_when_nothing_is_constructed(seed, norm):
     mask = (torch.rand(rows, 5, generator=generator) > 0.2).float()
     index = np.array([f"uid-{int(g)}" for g in torch.randint(0, 9, (rows,), generator=generator)], dtype=object)
     expected, _ = compute_grpo_outcome_advantage(rewards, mask, index, norm_adv_by_std_in_grpo=norm)
-    config = AlgoConfig(norm_adv_by_std_in_grpo=norm)
-    for flags in (None, np.zeros(rows, dtype=bool), torch.zeros(rows, dtype=torch.bool)):
-        actual, _ = compute_tapo_advantage(rewards, mask, index=index, config=config, is_constructed=flags)
-        assert torch.equal(actual, expected)
+    actual, _ = compute_tapo_advantage(rewards, mask, index=index, config=AlgoConfig(norm_adv_by_std_in_grpo=norm))
+    assert torch.equal(actual, expected)
 
 
 def test_registered_in_verl_and_callable_as_verl_calls_custom_estimators():
     assert get_adv_estimator_fn("tapo") is compute_tapo_advantage
     # verl 0.9.1's ray_trainer.compute_advantage passes only these keywords to a custom estimator.
     advantages, _ = get_adv_estimator_fn("tapo")(
-        token_level_rewards=REWARDS[:8], response_mask=MASK[:8], config=AlgoConfig(), index=INDEX[:8]
+        token_level_rewards=REWARDS, response_mask=MASK, config=AlgoConfig(), index=_index()
     )
-    assert _row_values(advantages) == pytest.approx(ORIGINAL_EXPECTED, rel=1e-6)
+    assert torch.equal(advantages, _tapo())
+
+
+def test_the_run_settings_reach_the_estimator_verl_calls():
+    zero = AdvantageConfig(degenerate="zero")
+    try:
+        use_advantage_settings(zero)
+        advantages, _ = get_adv_estimator_fn("tapo")(
+            token_level_rewards=REWARDS, response_mask=MASK, config=AlgoConfig(), index=_index(zero)
+        )
+    finally:
+        use_advantage_settings(None)
+    assert torch.equal(advantages, _tapo(zero))
+    assert not torch.equal(advantages, _tapo())
 
 
 def test_original_rows_are_verl_grpo_bit_for_bit_whatever_the_ref_epsilon():
@@ -199,13 +223,10 @@ def test_g_orig_epsilon_and_std_switch_follow_verl_grpo_arguments():
 def test_dae_off_normalises_each_uid_over_its_original_and_constructed_rows():
     union, _ = compute_grpo_outcome_advantage(REWARDS, MASK, INDEX)
     for settings in (AdvantageConfig(decoupled=False), AdvantageConfig(decoupled=False, ref_group_scope="batch")):
-        advantages = _tapo(settings)
-        assert torch.equal(advantages, union)  # lambda 1: both kinds of row are exactly one GRPO group
+        assert torch.equal(_tapo(settings), union)  # both kinds of row are exactly one GRPO group
     # Group a = [1, 0, 0, 0, 1, 0]: mean 1/3, std sqrt(4/15); the originals change too (contamination).
     std_a = math.sqrt(4 / 15)
     assert _tapo(AdvantageConfig(decoupled=False))[0, 0].item() == pytest.approx((2 / 3) / (std_a + EPS), rel=1e-6)
-    halved = _tapo(AdvantageConfig(decoupled=False, ref_loss_weight=0.5))
-    assert torch.equal(halved[:8], union[:8]) and torch.allclose(halved[8:], 0.5 * union[8:])
 
 
 def test_the_estimator_signature_follows_verl_naming():
@@ -217,8 +238,6 @@ def test_the_estimator_signature_follows_verl_naming():
         "epsilon",
         "norm_adv_by_std_in_grpo",
         "config",
-        "is_constructed",
-        "constructed_token_factor",
         "tapo_config",
         "kwargs",
     ]
@@ -262,15 +281,9 @@ def test_lambda_is_applied_exactly_once_through_the_factor():
     old_log_probs = -torch.rand(12, RESPONSE_LENGTH, generator=generator) * 3
     entropys = torch.rand(12, RESPONSE_LENGTH, generator=generator)
     factor = compute_constructed_token_factor(old_log_probs, entropys, MASK, CONSTRUCTED, config)
-    with_factor, _ = compute_tapo_advantage(
-        REWARDS, MASK, index=INDEX, is_constructed=CONSTRUCTED, constructed_token_factor=factor, tapo_config=config
-    )
-    unweighted = _tapo()  # lambda 1, no OTS
     ots = compute_ots_weights(old_log_probs, entropys, MASK, CONSTRUCTED)
-    assert torch.equal(with_factor[:8], unweighted[:8])
-    assert torch.allclose(with_factor[8:], 0.5 * ots[8:] * unweighted[8:])
-    lambda_only, _ = compute_tapo_advantage(REWARDS, MASK, index=INDEX, is_constructed=CONSTRUCTED, tapo_config=config)
-    assert torch.allclose(lambda_only[8:], 0.5 * unweighted[8:])
+    assert torch.equal(factor[:8], MASK[:8])
+    assert torch.allclose(factor[8:], 0.5 * ots[8:])
 
 
 # --- OTS ----------------------------------------------------------------------------------------

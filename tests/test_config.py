@@ -127,13 +127,19 @@ def test_new_keys_have_their_documented_defaults():
     assert (config.synthesis.temperature, config.synthesis.top_p) == (1.0, 1.0)
     assert (config.synthesis.max_new_tokens, config.synthesis.timeout_s) == (4096, 600.0)
     assert config.advantage.decoupled is True
+    assert config.advantage.loss_normalization == "separate"
+    assert (config.synthesis.stream, config.synthesis.max_failed_rounds) == (True, 3)
     assert config.splicing.full_reconstruction is False
     assert (config.dump.every, config.dump.dir) == (0, None)
 
 
 @pytest.mark.parametrize("scope", ["query", "batch"])
 def test_one_pair_per_step_with_zeroed_degenerate_groups_is_refused(scope):
-    values = {"selection": {"max_pairs_per_step": 1}, "advantage": {"degenerate": "zero", "ref_group_scope": scope}}
+    values = {
+        "selection": {"max_pairs_per_step": 1},
+        "synthesis": {"stream": False},
+        "advantage": {"degenerate": "zero", "ref_group_scope": scope},
+    }
     with pytest.raises(ValueError, match="tapo.selection.max_pairs_per_step=1 with tapo.advantage.degenerate=zero"):
         TapoConfig.from_dict(values)
 
@@ -152,10 +158,15 @@ def test_one_construction_per_question_with_zeroed_per_question_groups_is_refuse
     [
         # A batch-wide G_ref can hold several questions' single constructions.
         {"selection": {"m_max": 1}, "advantage": {"degenerate": "zero", "ref_group_scope": "batch"}},
-        {"selection": {"m_max": 1, "max_pairs_per_step": 1}},  # orig_baseline gives a baseline
-        {"selection": {"max_pairs_per_step": 2}, "advantage": {"degenerate": "zero"}},
+        # orig_baseline gives a baseline
+        {"selection": {"m_max": 1, "max_pairs_per_step": 1}, "synthesis": {"stream": False}},
+        {"selection": {"max_pairs_per_step": 2}, "synthesis": {"stream": False}, "advantage": {"degenerate": "zero"}},
         # Without DAE there is no G_ref: constructed rows are normalised with their source group.
-        {"selection": {"max_pairs_per_step": 1}, "advantage": {"degenerate": "zero", "decoupled": False}},
+        {
+            "selection": {"max_pairs_per_step": 1},
+            "synthesis": {"stream": False},
+            "advantage": {"degenerate": "zero", "decoupled": False},
+        },
         {"scoring": {"keep": "correct_only"}, "advantage": {"degenerate": "zero", "decoupled": False}},
     ],
 )
@@ -180,3 +191,21 @@ def test_a_template_file_of_ones_own_is_checked_at_start_up(tmp_path):
     good = tmp_path / "good.txt"
     good.write_text("Q: {{question}}\nWrong: {{wrong_answer}}\nRight: {{right_answer}}", encoding="utf-8")
     assert TapoConfig.from_dict({"synthesis": {"template_path": str(good)}}).synthesis.template_path == str(good)
+
+
+def test_a_cap_over_the_batch_is_refused_when_synthesis_streams_per_group():
+    with pytest.raises(ValueError, match="tapo.selection.max_pairs_per_step needs tapo.synthesis.stream=false"):
+        TapoConfig.from_dict({"selection": {"max_pairs_per_step": 8}})
+    assert TapoConfig.from_dict({"selection": {"max_pairs_per_step": 8}, "synthesis": {"stream": False}})
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"advantage": {"loss_normalization": "per_row"}}, "tapo.advantage.loss_normalization must be one of"),
+        ({"synthesis": {"max_failed_rounds": 0}}, "tapo.synthesis.max_failed_rounds must be >= 1"),
+    ],
+)
+def test_new_keys_refuse_bad_values(values, message):
+    with pytest.raises(ValueError, match=message):
+        TapoConfig.from_dict(values)
