@@ -4,6 +4,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -278,3 +279,44 @@ def test_readme_lists_every_verl_internal_the_cpu_backend_touches():
     ]:
         assert name in used, f"{name} no longer used: drop it from this list and README"
         assert name in internals, f"README's list of verl internals omits {name}"
+
+
+def test_abort_ends_the_requests_in_flight_and_holds_new_ones_until_resumed(tiny_model_dir):
+    """As verl's vLLM server: aborted requests return at once with their tokens so far (stop_reason
+    "aborted"); until resume_generation new requests wait (or are refused with reject_request)."""
+    from verl.workers.config import HFModelConfig, RolloutConfig
+
+    config = RolloutConfig(name="hf", prompt_length=16, response_length=8, temperature=1.0, max_model_len=4096)
+    server = HFGenerationServer(config, HFModelConfig(path=tiny_model_dir), replica_rank=0)
+    long = {"temperature": 1.0, "max_tokens": 4000, "ignore_eos": True}
+
+    async def run():
+        running = [asyncio.ensure_future(server.generate([5, 17, 42], long, request_id=f"r{i}")) for i in range(3)]
+        await asyncio.sleep(0.3)
+        started = time.monotonic()
+        result = await server.abort_all_requests()
+        outputs = await asyncio.wait_for(asyncio.gather(*running), timeout=5)
+        abort_seconds = time.monotonic() - started
+        held = asyncio.ensure_future(server.generate([5, 17], {"max_tokens": 2}, request_id="late"))
+        await asyncio.sleep(0.2)
+        held_while_paused = not held.done()
+        await server.resume_generation()
+        late = await asyncio.wait_for(held, timeout=5)
+        await server.abort_all_requests(reject_request=True)
+        refused = await server.generate([5, 17], {"max_tokens": 2}, request_id="refused")
+        await server.resume_generation()
+        return result, outputs, abort_seconds, held_while_paused, late, refused
+
+    result, outputs, abort_seconds, held_while_paused, late, refused = asyncio.run(run())
+    assert result["aborted_count"] == 3 and abort_seconds < 2
+    assert {output.stop_reason for output in outputs} == {"aborted"}
+    assert all(0 < len(output.token_ids) < 4000 for output in outputs)
+    assert held_while_paused and late.stop_reason == "completed" and len(late.token_ids) == 2
+    assert refused.stop_reason == "aborted" and refused.token_ids == []
+
+
+def test_abort_with_nothing_in_flight_returns_at_once(server):
+    result = asyncio.run(server.abort_all_requests())
+    asyncio.run(server.resume_generation())
+    assert result["aborted_count"] == 0
+    assert asyncio.run(server.generate([5, 17], {"max_tokens": 2}, request_id="r")).stop_reason == "completed"

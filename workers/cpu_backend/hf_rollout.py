@@ -96,6 +96,14 @@ class HFGenerationServer:
         self._model_lock = asyncio.Lock()
         self.global_steps: Optional[int] = None
         self.weight_version = 0
+        # Abort, as vLLM's server does it: every request in flight returns at once with what it has
+        # (stop_reason "aborted"), and new requests wait (or, with reject_request, are refused)
+        # until `resume_generation`.
+        self._aborted: set[int] = set()  # id(request) of requests aborted while queued or running
+        self._abort_requested: Optional[asyncio.Event] = None
+        self._paused = False
+        self._reject_while_paused = False
+        self._resumed: Optional[asyncio.Event] = None
 
     def request_generator(self, prompt_ids: list[int], sampling_params: dict[str, Any],
                           request_id: Optional[str] = None) -> torch.Generator:
@@ -154,6 +162,10 @@ class HFGenerationServer:
         top_p = float(params.get("top_p", 1.0))
         top_k = int(params.get("top_k", -1) or -1)
         ignore_eos = bool(params.get("ignore_eos", getattr(self.config, "ignore_eos", False)))
+        while self._paused:
+            if self._reject_while_paused:
+                return self._output(SampleRequest(prompt_ids, max_new), params, "aborted")
+            await self._resume_event().wait()
         # A greedy request draws nothing, so it leaves the sampled requests' streams as they are.
         generator = self.request_generator(prompt_ids, params, request_id) if temperature > 0 else torch.Generator()
         request = SampleRequest(prompt_ids, max_new, temperature, top_p, top_k, ignore_eos, generator)
@@ -161,12 +173,22 @@ class HFGenerationServer:
         self._waiting.append((request, future))
         self._ensure_scheduler()
         await future
+        aborted = id(request) in self._aborted
+        self._aborted.discard(id(request))
+        return self._output(request, params, "aborted" if aborted else "completed")
+
+    def _output(self, request: SampleRequest, params: dict[str, Any], stop_reason: str) -> TokenOutput:
         return TokenOutput(
             token_ids=request.tokens,
             log_probs=request.log_probs if params.get("logprobs", False) else None,
-            stop_reason="completed",
+            stop_reason=stop_reason,
             extra_fields={"global_steps": self.global_steps},
         )
+
+    def _resume_event(self) -> asyncio.Event:
+        if self._resumed is None or self._resumed.is_set():
+            self._resumed = asyncio.Event()
+        return self._resumed
 
     async def load_weights(self, named_tensors: dict[str, torch.Tensor]) -> int:
         """Load the trainer's full weights; every model parameter must be covered.
@@ -222,6 +244,9 @@ class HFGenerationServer:
         active sequences) and runs one batched decoding step; finished requests return at once."""
         try:
             while self._waiting or self.sampler.active:
+                if self._abort_requested is not None:
+                    self._abort_in_flight()
+                    continue
                 # A caller that went away (cancelled) frees its place.
                 self._waiting = [(request, future) for request, future in self._waiting if not future.done()]
                 for request in self.sampler.drop(self._caller_waits):
@@ -258,7 +283,7 @@ class HFGenerationServer:
                 raise
 
     # Control calls verl makes on every server backend. CPU memory is not released between phases,
-    # and requests are served to completion, so these have nothing to do.
+    # so the sleep and cache calls have nothing to do.
     async def wake_up(self, tags: Optional[list[str]] = None):
         return None
 
@@ -280,13 +305,47 @@ class HFGenerationServer:
             await asyncio.shield(scheduler)
 
     async def abort_all_requests(self, reject_request: bool = False, **kwargs) -> dict[str, Any]:
-        return {"aborted_count": 0, "request_ids": []}
+        """End every queued and running request now (each returns its tokens so far, stop_reason
+        "aborted"); until `resume_generation`, new requests wait, or are refused with
+        `reject_request`. Returns how many were aborted."""
+        self._paused = True
+        self._reject_while_paused = reject_request
+        in_flight = len(self._waiting) + len(self.sampler.active)
+        scheduler = self._scheduler
+        if in_flight and scheduler is not None and not scheduler.done():
+            # The scheduler owns the active rows between decoding steps: it aborts them there, unless
+            # its last step finished everything and it ended.
+            self._abort_requested = asyncio.Event()
+            aborted = asyncio.ensure_future(self._abort_requested.wait())
+            await asyncio.wait([aborted, scheduler], return_when=asyncio.FIRST_COMPLETED)
+            aborted.cancel()
+            if self._abort_requested is not None:
+                self._abort_in_flight()
+        return {"aborted_count": in_flight, "request_ids": []}
+
+    def _abort_in_flight(self) -> None:
+        for request, future in self._waiting:
+            self._finish_aborted(request, future)
+        self._waiting = []
+        for request in self.sampler.drop(lambda _: False):
+            self._finish_aborted(request, self._futures.pop(id(request), None))
+        done, self._abort_requested = self._abort_requested, None
+        done.set()
+
+    def _finish_aborted(self, request: SampleRequest, future: Optional[asyncio.Future]) -> None:
+        if future is not None and not future.done():
+            self._aborted.add(id(request))
+            future.set_result(None)
 
     async def abort_request(self, request_id: str, **kwargs) -> dict[str, Any]:
         return {"aborted": False, "request_id": request_id}
 
     async def resume_generation(self):
-        return None
+        """Take requests again after `abort_all_requests`; the requests that waited go on."""
+        self._paused = False
+        self._reject_while_paused = False
+        if self._resumed is not None:
+            self._resumed.set()
 
     async def start_profile(self, **kwargs):
         return None
