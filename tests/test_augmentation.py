@@ -5,6 +5,7 @@ import pytest
 import torch
 from verl import DataProto
 
+from recipe_tapo.advantage import parse_constructed_uid
 from recipe_tapo.config import TapoConfig
 from recipe_tapo.workers.augmentation import (
     ATTEMPT,
@@ -14,6 +15,7 @@ from recipe_tapo.workers.augmentation import (
     ATTEMPT_STATUSES,
     GeneratedText,
     TrajectoryAugmenter,
+    synthesis_metrics,
     build_constructed_rows,
     build_padding_rows,
     mark_original_rows,
@@ -161,7 +163,8 @@ def test_constructions_keep_the_wrong_answers_own_ids_then_reflect_then_correct(
         assert text.startswith("First, 7 * 8 = 54.\nWait, 7 * 8 is 56, not 54.")
         assert record["reward"] == 1.0 and record["acc"] is True
         assert record["orig_rewards"] == [1.0, 0.0, 0.0, 1.0] if record["uid"] == "uid-0" else [0.0, 1.0, 0.0, 0.0]
-        assert rows.non_tensor_batch["uid"][position] == record["uid"]
+        # The row's uid carries its G_ref: the constructions of its source group (DAE, per question).
+        assert parse_constructed_uid(rows.non_tensor_batch["uid"][position]) == ("query", record["uid"])
         assert torch.equal(rows.batch["prompts"][position], batch.batch["prompts"][0 if record["uid"] == "uid-0" else 8])
     assert rows.batch["rm_scores"].sum() == len(rows)
     assert list(rows.non_tensor_batch["acc"]) == [True] * len(rows)
@@ -233,12 +236,15 @@ def test_keep_correct_only_drops_wrong_constructions(tapo_tokenizer):
     assert every.metrics["tapo/constructed_acc"] == pytest.approx(3 / 5)
 
 
-def test_a_failing_text_source_fails_the_round(tapo_tokenizer):
+def test_a_failing_text_source_fails_its_requests_not_the_run(tapo_tokenizer):
     def broken(requests, timeout_s):
-        raise TimeoutError("synthesis round took too long")
+        raise ConnectionError("synthesis server went away")
 
-    with pytest.raises(TimeoutError):
-        _augmenter(tapo_tokenizer, writer=broken).augment(_rollout_batch(tapo_tokenizer, GROUPS), 0)
+    result = _augmenter(tapo_tokenizer, writer=broken).augment(_rollout_batch(tapo_tokenizer, GROUPS), 0)
+    assert result.rows is None
+    assert {record["status"] for record in result.records} == {"request_failed"}
+    assert result.metrics["tapo/round_failed"] == 1.0
+    assert result.metrics["tapo/fail/request_failed"] == 5
 
 
 def test_one_bad_attempt_does_not_stop_the_others(tapo_tokenizer, monkeypatch):
@@ -321,45 +327,131 @@ def test_response_width_bounds_constructions(tapo_tokenizer):
 
 
 class _FakeClient:
-    """verl's LLMServerClient.generate as the rollout server answers it (token ids out)."""
+    """verl's LLMServerClient.generate as a rollout server answers it (token ids out): each request
+    takes `delays[request_id]` seconds (default 0), or fails, or hangs; an abort ends the requests
+    still running (or, with honours_abort=False, leaves them running)."""
 
-    def __init__(self, tokenizer, delay_s=0.0, failing_attempt=None):
-        self.tokenizer, self.delay_s, self.failing_attempt, self.calls = tokenizer, delay_s, failing_attempt, []
+    def __init__(self, tokenizer, delays=None, failing=(), hanging=(), honours_abort=True):
+        self.tokenizer, self.delays, self.failing, self.hanging = tokenizer, delays or {}, set(failing), set(hanging)
+        self.honours_abort = honours_abort
+        self.calls, self.aborts, self.resumes = [], 0, 0
+        self._aborted = None
 
     async def generate(self, request_id, *, prompt_ids, sampling_params):
         import asyncio
         from types import SimpleNamespace
 
         self.calls.append((request_id, list(prompt_ids), dict(sampling_params)))
-        await asyncio.sleep(self.delay_s)
-        if request_id == f"tapo-synthesis-{self.failing_attempt}":
+        self._aborted = self._aborted or asyncio.Event()
+        delay = None if request_id in self.hanging else self.delays.get(request_id, 0.0)
+        try:
+            await asyncio.wait_for(self._aborted.wait(), timeout=delay)
+            if self.honours_abort:
+                return SimpleNamespace(token_ids=[], stop_reason="aborted")
+            await asyncio.sleep(3600)
+        except TimeoutError:
+            pass
+        if request_id in self.failing:
             raise ConnectionError("server went away")
-        return SimpleNamespace(token_ids=self.tokenizer.encode("<reconstruction>x</reconstruction>"))
+        return SimpleNamespace(token_ids=self.tokenizer.encode("<reconstruction>x</reconstruction>"), stop_reason="completed")
+
+    async def abort(self):
+        self.aborts += 1
+        self._aborted.set()
+
+    async def resume(self):
+        self.resumes += 1
 
 
-def _requests(count, prompt_length=500):
-    from recipe_tapo.workers.augmentation import SynthesisRequest
+def _round(tokenizer, client, **config_sections):
+    from recipe_tapo.workers.augmentation import RolloutServerTextSource, SynthesisPlanner, SynthesisRound
 
-    return [SynthesisRequest(i, "u", "q", "w", "r", "verbatim", [], list(range(prompt_length))) for i in range(count)]
+    config = _config(synthesis={"temperature": 0.7, "top_p": 0.9, "max_new_tokens": 123}, **config_sections)
+    planner = SynthesisPlanner(config, tokenizer, RESPONSE_WIDTH, [tokenizer.eos_token_id])
+    source = RolloutServerTextSource(client, tokenizer, temperature=0.7, top_p=0.9, max_new_tokens=123)
+    return SynthesisRound(planner, source, step=3, abort=client.abort, resume=client.resume, abort_grace_s=1.0)
 
 
-def test_rollout_server_requests_carry_raw_ids_stable_ids_and_the_synthesis_sampling(tapo_tokenizer):
-    from recipe_tapo.workers.augmentation import RolloutServerTextSource
+def test_rollout_server_requests_carry_prompt_ids_stable_ids_and_the_synthesis_sampling(tapo_tokenizer):
+    import asyncio
+    import time
 
-    client = _FakeClient(tapo_tokenizer, failing_attempt=1)
-    source = RolloutServerTextSource(client, tapo_tokenizer, temperature=0.7, top_p=0.9, max_new_tokens=123)
-    outputs = source(_requests(3), timeout_s=30)
-    assert outputs[1] is None  # one failed request is one failure, not a failed round
-    assert [output.text for output in (outputs[0], outputs[2])] == ["<reconstruction>x</reconstruction>"] * 2
-    for attempt, (request_id, prompt_ids, params) in enumerate(sorted(client.calls)):
-        assert request_id == f"tapo-synthesis-{attempt}"
-        assert prompt_ids == list(range(500))  # never truncated to the rollout's prompt length
+    client = _FakeClient(tapo_tokenizer, failing={"tapo-synthesis-1"})
+    batch = _rollout_batch(tapo_tokenizer, GROUPS)
+
+    async def run():
+        synthesis = _round(tapo_tokenizer, client)
+        synthesis.submit(batch)
+        return synthesis, await synthesis.finish(deadline=time.monotonic() + 30)
+
+    synthesis, outcome = asyncio.run(run())
+    statuses = [record["status"] for record in outcome.records]
+    assert statuses[1] == "request_failed"  # one failed request is one failure, not a failed round
+    assert statuses.count("missing_reconstruction") == 0 and not outcome.failed
+    assert sorted(call[0] for call in client.calls) == [f"tapo-synthesis-{attempt}" for attempt in range(5)]
+    for request_id, prompt_ids, params in client.calls:
+        attempt = int(request_id.rsplit("-", 1)[1])
+        assert prompt_ids == synthesis.attempts[attempt].request.prompt_ids  # never truncated
         assert params == {"temperature": 0.7, "top_p": 0.9, "max_tokens": 123}
+    assert client.aborts == 0
 
 
-def test_a_synthesis_round_slower_than_its_timeout_fails_as_a_whole(tapo_tokenizer):
-    from recipe_tapo.workers.augmentation import RolloutServerTextSource
+def test_a_round_keeps_what_finished_by_its_deadline_and_aborts_the_rest(tapo_tokenizer):
+    import asyncio
+    import time
 
-    source = RolloutServerTextSource(_FakeClient(tapo_tokenizer, delay_s=5), tapo_tokenizer, 1.0, 1.0, 16)
-    with pytest.raises(TimeoutError):
-        source(_requests(2), timeout_s=0.1)
+    # Of the five requests, two hang until aborted and one finishes after the deadline.
+    client = _FakeClient(
+        tapo_tokenizer, delays={"tapo-synthesis-4": 3.0}, hanging={"tapo-synthesis-0", "tapo-synthesis-2"}
+    )
+    batch = _rollout_batch(tapo_tokenizer, GROUPS)
+
+    async def run():
+        synthesis = _round(tapo_tokenizer, client)
+        started = time.monotonic()
+        synthesis.submit(batch)
+        outcome = await synthesis.finish(deadline=started + 0.5)
+        return outcome, time.monotonic() - started
+
+    outcome, seconds = asyncio.run(run())
+    assert seconds < 0.5 + 0.5  # the deadline plus a small margin (the hanging ones return on abort)
+    statuses = [record["status"] for record in outcome.records]
+    assert statuses[0] == statuses[2] == statuses[4] == "timeout"
+    # The two answered in time are used: parsed and spliced (they fail the splice, having no departure).
+    assert statuses[1] == statuses[3] != "timeout" and outcome.records[1]["synthesis"] is not None
+    assert client.aborts == 1 and client.resumes == 1
+    assert not outcome.failed
+    assert synthesis_metrics(outcome)["tapo/fail/timeout"] == 3
+
+
+def test_a_round_with_no_answer_is_failed_with_its_cause(tapo_tokenizer):
+    import asyncio
+    import time
+
+    client = _FakeClient(tapo_tokenizer, failing={f"tapo-synthesis-{attempt}" for attempt in range(5)})
+
+    async def run():
+        synthesis = _round(tapo_tokenizer, client)
+        synthesis.submit(_rollout_batch(tapo_tokenizer, GROUPS))
+        return await synthesis.finish(deadline=time.monotonic() + 30)
+
+    outcome = asyncio.run(run())
+    assert outcome.failed and "5 x ConnectionError: server went away" in outcome.failure_cause
+
+
+def test_a_server_that_ignores_the_abort_still_leaves_the_round_at_its_deadline(tapo_tokenizer):
+    import asyncio
+    import time
+
+    client = _FakeClient(tapo_tokenizer, hanging={"tapo-synthesis-0"}, honours_abort=False)
+
+    async def run():
+        synthesis = _round(tapo_tokenizer, client)  # abort grace 1 s
+        started = time.monotonic()
+        synthesis.submit(_rollout_batch(tapo_tokenizer, GROUPS))
+        outcome = await synthesis.finish(deadline=started + 0.3)
+        return outcome, time.monotonic() - started
+
+    outcome, seconds = asyncio.run(run())
+    assert 1.3 <= seconds < 1.3 + 0.5
+    assert [record["status"] for record in outcome.records].count("timeout") == 1
