@@ -8,15 +8,13 @@ cannot run with is refused before Ray starts.
 """
 
 import os
-import socket
-from pprint import pprint
 
 import hydra
 import ray
 from omegaconf import OmegaConf
 from verl.trainer.main_ppo import run_ppo
 from verl.trainer.main_ppo_v0 import TaskRunner
-from verl.trainer.ppo.utils import create_rl_dataset, create_rl_sampler, need_critic, need_reference_policy
+from verl.trainer.ppo.utils import need_critic, need_reference_policy
 from verl.utils.config import validate_config
 
 from recipe_tapo.run_config import check_tapo_run_config
@@ -39,57 +37,20 @@ class TapoTaskRunner(TaskRunner.__ray_actor_class__):
         return CPUActorRolloutRefWorker, ray_worker_group_cls
 
     def run(self, config):
-        """verl 0.9.1's `TaskRunner.run` (which names `RayPPOTrainer` itself), building
-        `RayTAPOTrainer` instead; a test pins verl's method so a change there is noticed."""
-        from verl.utils.config import omega_conf_to_dataclass
-        from verl.utils.dataset.rl_dataset import collate_fn
-        from verl.workers.config import HFModelConfig
+        """verl 0.9.1's `TaskRunner.run`, building the TAPO trainer.
 
+        verl's `run` constructs its trainer by the global name `RayPPOTrainer` and has no parameter
+        for another class. This task runner is a Ray actor of its own, one run per process, so that
+        name is bound to `RayTAPOTrainer` in the globals `run` reads, here, rather than `run` being
+        copied (the one rebinding of a verl name in the recipe; docs/trainer.md). Those globals are
+        the function's own: Ray ships verl's task-runner class to this process by value, with its
+        module globals copied, so rebinding the name in `verl.trainer.main_ppo_v0` would not reach it.
+        """
         from recipe_tapo.trainer import RayTAPOTrainer
 
-        print(f"TaskRunner hostname: {socket.gethostname()}, PID: {os.getpid()}")
-        pprint(OmegaConf.to_container(config, resolve=True))
-        OmegaConf.resolve(config)
-
-        actor_rollout_cls, ray_worker_group_cls = self.add_actor_rollout_worker(config)
-        self.add_critic_worker(config)
-        self.add_reward_model_resource_pool(config)
-        self.add_teacher_model_resource_pool(config)
-        self.add_ref_policy_worker(config, actor_rollout_cls)
-        validate_config(config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
-
-        model_config: HFModelConfig = omega_conf_to_dataclass(config.actor_rollout_ref.model)
-        resource_pool_manager = self.init_resource_pool_mgr(config)
-        train_dataset = create_rl_dataset(
-            config.data.train_files,
-            config.data,
-            model_config.tokenizer,
-            model_config.processor,
-            is_train=True,
-            max_samples=config.data.get("train_max_samples", -1),
-        )
-        val_dataset = create_rl_dataset(
-            config.data.val_files,
-            config.data,
-            model_config.tokenizer,
-            model_config.processor,
-            is_train=False,
-            max_samples=config.data.get("val_max_samples", -1),
-        )
-        trainer = RayTAPOTrainer(
-            config=config,
-            tokenizer=model_config.tokenizer,
-            processor=model_config.processor,
-            role_worker_mapping=self.role_worker_mapping,
-            resource_pool_manager=resource_pool_manager,
-            ray_worker_group_cls=ray_worker_group_cls,
-            train_dataset=train_dataset,
-            val_dataset=val_dataset,
-            collate_fn=collate_fn,
-            train_sampler=create_rl_sampler(config.data, train_dataset),
-        )
-        trainer.init_workers()
-        trainer.fit()
+        verl_run = super().run
+        verl_run.__func__.__globals__["RayPPOTrainer"] = RayTAPOTrainer
+        verl_run(config)
 
 
 def check_config(config) -> None:

@@ -1,8 +1,9 @@
 """Start-up checks of a TAPO training run: settings of verl and of `tapo:` that cannot work together.
 
 `check_tapo_run_config(config)` runs in the driver before Ray starts (recipe_tapo.main) and again in
-the trainer. Every refusal names the keys involved. Pure: reads the hydra config, and the model's
-`config.json` when the model path is a local folder (for its context length).
+the trainer. Every refusal names the keys involved; docs/configuration.md lists them all. Reads the
+hydra config, and the model's `config.json` when the model path is a local folder (for its context
+length).
 """
 
 from __future__ import annotations
@@ -11,10 +12,18 @@ import json
 import os
 from typing import Any
 
+from omegaconf import OmegaConf
+from verl.trainer.ppo.utils import need_critic
+
 from recipe_tapo.config import TapoConfig
 
 # verl 0.9.1: estimators the TAPO trainer's loop runs. `tapo` with tapo.enable=false is exactly GRPO.
 TAPO_ESTIMATOR = "tapo"
+AGENT_LOOP_MANAGER = "recipe_tapo.workers.agent_loop.TapoAgentLoopManager"
+# Policy losses in which a positive per-token factor on the advantage scales that token's loss
+# (the clip side depends only on the advantage's sign): lambda, OTS and the separate loss
+# normalisation are applied as such factors.
+LINEAR_POLICY_LOSSES = ("vanilla", "gspo", "gpg", "cispo")
 
 
 def check_tapo_run_config(config: Any) -> TapoConfig:
@@ -45,6 +54,8 @@ def check_tapo_run_config(config: Any) -> TapoConfig:
         not rollout.get("multi_turn", {}).get("enable", False),
         "tapo.enable=true supports single-turn rollouts only: set actor_rollout_ref.rollout.multi_turn.enable=false",
     )
+    _check_seams(config)
+    _check_unsupported(config)
     response_length = int(config.data.max_response_length)
     if tapo.splicing.max_response_length is not None:
         _require(
@@ -70,6 +81,97 @@ def check_tapo_run_config(config: Any) -> TapoConfig:
             "raise it to at least data.max_response_length, or use tapo.synthesis.mode=anchor",
         )
     return tapo
+
+
+def _check_seams(config: Any) -> None:
+    """The verl settings through which TAPO attaches to verl's own loop (docs/trainer.md)."""
+    _require(
+        bool(config.trainer.get("balance_batch", False)),
+        "tapo.enable=true needs trainer.balance_batch=true: the constructed rows join the batch in verl's "
+        "_balance_batch, the one method verl 0.9.1 calls between the rollout and the rewards",
+    )
+    manager = config.actor_rollout_ref.rollout.get("agent", {}).get("agent_loop_manager_class")
+    _require(
+        manager is not None and _is_tapo_manager(str(manager)),
+        f"tapo.enable=true needs actor_rollout_ref.rollout.agent.agent_loop_manager_class={AGENT_LOOP_MANAGER} "
+        f"(or a subclass; got {manager!r}): the synthesis runs in the agent loop manager while the rollout "
+        "replicas are awake",
+    )
+    _require(
+        int(config.trainer.get("critic_warmup", 0)) == 0,
+        "tapo.enable=true needs trainer.critic_warmup=0: the constructed rows are trained in the actor update",
+    )
+
+
+def _is_tapo_manager(path: str) -> bool:
+    if path == AGENT_LOOP_MANAGER:
+        return True
+    from verl.utils.import_utils import load_class_from_fqn
+
+    from recipe_tapo.workers.agent_loop import TapoAgentLoopManager
+
+    try:
+        manager = load_class_from_fqn(path, "AgentLoopManager")
+    except (ImportError, AttributeError, ValueError) as error:
+        raise ValueError(f"actor_rollout_ref.rollout.agent.agent_loop_manager_class={path!r}: {error}") from error
+    return isinstance(manager, type) and issubclass(manager, TapoAgentLoopManager)
+
+
+def _check_unsupported(config: Any) -> None:
+    """verl features TAPO cannot serve, refused by name rather than discovered in a step."""
+    actor = config.actor_rollout_ref.actor
+    refusals = [
+        (
+            need_critic(config),
+            "critic.enable=true: TAPO's advantages are outcome advantages (DAE), with no value model",
+        ),
+        (
+            bool(actor.get("use_kl_loss", False)),
+            "actor_rollout_ref.actor.use_kl_loss=true: the KL term would pull every constructed token, "
+            "including the injected reflection the policy never sampled, towards the reference unweighted by OTS",
+        ),
+        (
+            bool(config.algorithm.get("use_kl_in_reward", False)),
+            "algorithm.use_kl_in_reward=true: the KL penalty would enter the constructed rows' rewards, and "
+            "verl's adaptive KL controller averages over the zero-loss padding rows",
+        ),
+        (
+            bool(config.reward.reward_model.get("enable", False))
+            and not bool(config.reward.reward_model.get("enable_resource_pool", False)),
+            "a colocated reward model (reward.reward_model.enable=true without enable_resource_pool): it scores "
+            "after the rollout replicas sleep, and TAPO needs each group's rewards before its synthesis; give "
+            "it its own pool (reward.reward_model.enable_resource_pool=true)",
+        ),
+        (
+            bool(actor.get("use_prefix_grouper", False)),
+            "actor_rollout_ref.actor.use_prefix_grouper=true: it groups rows by uid, and constructed and "
+            "padding rows carry uids of their own",
+        ),
+        (
+            bool(config.actor_rollout_ref.rollout.get("enable_rollout_routing_replay", False))
+            or str(OmegaConf.select(config, "actor_rollout_ref.actor.router_replay.mode", default="disabled"))
+            != "disabled",
+            "routed-expert replay (rollout.enable_rollout_routing_replay / actor.router_replay): constructed "
+            "rows were not routed by the rollout",
+        ),
+        (
+            bool(OmegaConf.select(config, "distillation.enabled", default=False)),
+            "distillation.enabled=true: constructed rows have no teacher log-probs",
+        ),
+        (
+            bool(OmegaConf.select(config, "skip.rollout.enable", default=False)),
+            "skip.rollout.enable=true: replayed rollouts would come without their synthesis",
+        ),
+    ]
+    for refused, reason in refusals:
+        _require(not refused, f"tapo.enable=true does not work with {reason}.")
+    loss_mode = str(actor.get("policy_loss", {}).get("loss_mode", "vanilla"))
+    _require(
+        loss_mode in LINEAR_POLICY_LOSSES,
+        f"tapo.enable=true with actor_rollout_ref.actor.policy_loss.loss_mode={loss_mode!r}: lambda, OTS and the "
+        f"loss normalisation weight each token through its advantage, which scales its loss only in "
+        f"{list(LINEAR_POLICY_LOSSES)}",
+    )
 
 
 def model_context_length(config: Any) -> int | None:

@@ -1,246 +1,305 @@
-"""The TAPO trainer: verl's legacy `RayPPOTrainer` with constructed trajectories in each step's batch.
+"""The TAPO trainer: verl's legacy `RayPPOTrainer`, its own `fit`, TAPO on the methods `fit` calls.
 
-One step (TAPO_METHOD.md section 2; the marked `TAPO` blocks of `fit`):
-rollout and reward as in GRPO -> the augmentation worker (DCS, synthesis through the same rollout
-servers while they still hold this step's weights, parse, splice, score with the run's reward) ->
-the rollout servers sleep -> constructed rows join the batch under the original prompt and the
-source group's uid (+ zero-loss padding rows to keep the row count divisible) -> old log-probs and
-entropies for all rows -> per-token factor lambda x OTS -> `tapo` advantages (DAE) -> verl's
-actor update, with as many mini-batches as GRPO, each a little larger.
+One step (docs/trainer.md). verl 0.9.1's `fit` runs unchanged; TAPO attaches at four seams:
 
-Why `fit` is overridden rather than verl's narrower seams (written against verl 0.9.1, whose
-`fit` a test pins by hash): no overridable method lies between the rollout and the reward
-extraction when `trainer.balance_batch` is off, so rows cannot be inserted before the rewards are
-fixed; the module-level `compute_advantage` gives a custom estimator neither `is_constructed` nor
-the old log-probs and entropies OTS needs; and verl's data, rollout-correction and debug metrics
-would otherwise count constructed and padding rows. The loop below is verl's, in verl's order,
-without the branches a `tapo` run never takes (critic, REMAX, GDPO metrics: refused at start-up
-or not applicable); every TAPO change is marked `# TAPO:`.
+1. rollout and synthesis: `TapoAgentLoopManager.generate_sequences` (the run's agent loop manager
+   class) generates the rollouts and, on the same awake replicas, the synthesis of each finished
+   group; parse and splice happen there too;
+2. `_balance_batch` (called by `fit` after the rollout, before the rewards are fixed; needs
+   `trainer.balance_batch=true`): the constructed rows join the batch under the original prompt,
+   scored with the run's reward, each carrying its G_ref in its uid, plus zero-loss padding rows to
+   keep the row count divisible; then verl balances the batch;
+3. `_compute_old_log_prob`: with the old log-probs and entropies of every row, the per-token factor
+   lambda x OTS of constructed rows, and rollout correction over the original rows only
+   (constructed rows get importance weight 1);
+4. `_update_actor`: DAE advantages (the registered `tapo` estimator, which `fit` called) times the
+   factor and the loss-normalisation scales, GRPO's number of mini-batches each a little larger,
+   then the `tapo/` metrics and the dump; after the update the batch keeps its original rows only,
+   so verl's data metrics and rollout logs describe the rollouts.
+
+With `tapo.enable=false` every seam is verl's own method, so the run is verl's GRPO.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
-import traceback
-import uuid
-from pprint import pprint
+import time
 from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
-from tqdm import tqdm
+from omegaconf import OmegaConf, open_dict
 from verl import DataProto
 from verl.trainer.ppo.core_algos import agg_loss
-from verl.trainer.ppo.metric_utils import (
-    compute_data_metrics,
-    compute_throughout_metrics,
-    compute_timing_metrics,
-    compute_variance_proxy_metrics,
-)
-from verl.trainer.ppo.ray_trainer import (
-    RayPPOTrainer,
-    apply_kl_penalty,
-    compute_advantage,
-    compute_response_mask,
-    compute_spec_decode_metrics,
-)
-from verl.trainer.ppo.reward import extract_reward
-from verl.utils.checkpoint.checkpoint_manager import should_save_ckpt_esi
-from verl.utils.debug import marked_timer
-from verl.utils.metric import reduce_metrics
-from verl.utils.skip.skip_manager import SkipManager
+from verl.trainer.ppo.ray_trainer import RayPPOTrainer
 
-from recipe_tapo.advantage import compute_constructed_token_factor, compute_tapo_advantage
-from recipe_tapo.run_config import TAPO_ESTIMATOR, check_tapo_run_config
+from recipe_tapo.advantage import compute_constructed_token_factor, compute_ots_weights, use_advantage_settings
+from recipe_tapo.loss_normalization import mini_batch_of_rows, separate_loss_scales
+from recipe_tapo.run_config import check_tapo_run_config
+from recipe_tapo.step_metrics import constructed_row_metrics, prefix_net_advantage
 from recipe_tapo.textio import write_json_line
 from recipe_tapo.workers.augmentation import (
     ATTEMPT,
     CUT_TOKENS,
     IS_CONSTRUCTED,
     IS_PADDING,
-    Augmentation,
-    RolloutServerTextSource,
-    TrajectoryAugmenter,
+    SOURCE_ROW,
+    SynthesisOutcome,
     build_padding_rows,
+    constructed_rows,
     mark_original_rows,
+    synthesis_metrics,
 )
 
 logger = logging.getLogger(__name__)
 
+# Tensors the trainer keeps on the batch between the old log-prob pass and the update; they never
+# reach a worker (`_update_actor` takes them off first).
+TOKEN_FACTOR = "tapo_token_factor"  # lambda x OTS on constructed rows, 1 on original rows
+OTS_WEIGHTS = "tapo_ots_weights"  # OTS alone, for the metrics and the dump
+
 
 class RayTAPOTrainer(RayPPOTrainer):
-    """verl's `RayPPOTrainer` running TAPO (`tapo.enable=true`, `algorithm.adv_estimator=tapo`).
-
-    With `tapo.enable=false` and the `tapo` estimator the same loop runs with nothing constructed,
-    which is exactly GRPO; with another estimator the run is verl's own `fit`.
-    """
+    """verl's `RayPPOTrainer` running TAPO (`tapo.enable=true`, `algorithm.adv_estimator=tapo`)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.tapo_config = check_tapo_run_config(self.config)
-        self.augmenter: TrajectoryAugmenter | None = None
+        use_advantage_settings(self.tapo_config.advantage)
+        self._failed_rounds = 0
+        self._outcome: SynthesisOutcome | None = None
+        self._pending_metrics: dict[str, float] = {}
 
     def init_workers(self) -> None:
         super().init_workers()
-        if self.tapo_config.enable:
-            self.augmenter = self._build_augmenter()
+        if not self.tapo_config.enable:
+            return
+        from recipe_tapo.workers.agent_loop import TapoAgentLoopManager
 
-    def _build_augmenter(self) -> TrajectoryAugmenter:
-        synthesis = self.tapo_config.synthesis
-        text_source_path = synthesis.text_source
-        if text_source_path:
-            from verl.utils.import_utils import load_class_from_fqn
-
-            # A user's own synthesis writer (e.g. a programmatic teacher for a toy task); it is
-            # built with the trainer's config and tokenizer.
-            text_source = load_class_from_fqn(text_source_path, "synthesis text source")(self.config, self.tokenizer)
-        else:
-            text_source = RolloutServerTextSource(
-                self.llm_server_manager.get_client(),
-                self.tokenizer,
-                temperature=synthesis.temperature,
-                top_p=synthesis.top_p,
-                max_new_tokens=synthesis.max_new_tokens,
+        manager = self.async_rollout_manager
+        if not isinstance(manager, TapoAgentLoopManager):
+            raise TypeError(
+                f"tapo.enable=true needs TAPO's agent loop manager, got {type(manager).__name__}: set "
+                "actor_rollout_ref.rollout.agent.agent_loop_manager_class="
+                "recipe_tapo.workers.agent_loop.TapoAgentLoopManager"
             )
-        return TrajectoryAugmenter(
-            self.tapo_config,
-            self.tokenizer,
-            response_length=int(self.config.data.max_response_length),
-            eos_token_ids=eos_token_ids(self.tokenizer, self.config.actor_rollout_ref.model.path),
-            text_source=text_source,
-            score_fn=self._score_rows,
-            chat_template_kwargs=chat_template_kwargs(self.config),
-        )
+
+        # Late synthesis requests are aborted on the replicas, which then take requests again.
+        async def abort() -> None:
+            await self.checkpoint_manager.abort_replicas()
+
+        async def resume() -> None:
+            await self.checkpoint_manager.resume_generation_replicas()
+
+        manager.attach_replica_control(abort, resume)
 
     def _score_rows(self, rows: DataProto) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
         """The run's own reward (verl's reward loop workers) on constructed rows."""
         scored = self.reward_loop_manager.compute_rm_score(rows)
         return scored.batch["rm_scores"], dict(scored.non_tensor_batch)
 
-    # -- the TAPO steps called from fit ------------------------------------------------------------
+    # -- seam 2: the constructed rows join the batch ----------------------------------------------
 
-    def _tapo_augment(self, batch: DataProto, metrics: dict[str, Any]) -> Augmentation | None:
-        """Constructed rows for this step, or None (a failed round leaves a GRPO step)."""
-        try:
-            augmentation = self.augmenter.augment(batch, self.global_steps)
-        except Exception as error:  # noqa: BLE001  a failed synthesis round must not end the run
-            logger.warning("TAPO: synthesis round of step %d failed, the step stays GRPO: %r", self.global_steps, error)
-            print(f"[tapo] WARNING step {self.global_steps}: synthesis round failed ({error!r}); GRPO step")
-            traceback.print_exc()
-            metrics["tapo/round_failed"] = 1.0
-            metrics["tapo/constructed_rows"] = 0.0
-            return None
-        metrics["tapo/round_failed"] = 0.0
-        metrics.update(augmentation.metrics)
-        return augmentation
+    def _balance_batch(self, batch: DataProto, metrics, logging_prefix="global_seqlen", keep_minibatch=False):
+        if self.tapo_config.enable:
+            self._insert_constructions(batch, metrics)
+        super()._balance_batch(batch, metrics, logging_prefix=logging_prefix, keep_minibatch=keep_minibatch)
 
-    def _tapo_insert(self, batch: DataProto, augmentation: Augmentation | None) -> DataProto:
-        """The batch with the constructed rows, padded to a row count verl can dispatch and split."""
+    def _insert_constructions(self, batch: DataProto, metrics: dict[str, Any]) -> None:
+        """This step's constructed rows (and padding rows) appended to `batch` in place."""
+        outcome = self.async_rollout_manager.take_outcome(self.global_steps)
+        if outcome is None:
+            raise RuntimeError(f"TAPO: the agent loop manager holds no synthesis outcome for step {self.global_steps}")
+        started = time.perf_counter()
         mark_original_rows(batch)
-        parts = [batch]
-        if augmentation is not None and augmentation.rows is not None:
-            rows = augmentation.rows
-            rows.meta_info = dict(batch.meta_info)
-            parts.append(rows)
-        total = sum(len(part) for part in parts)
-        padding = padding_rows_needed(total, self._row_multiple())
+        rows = constructed_rows(batch, outcome.records, self._score_rows, self.tapo_config, pad_token_id(self.tokenizer))
+        metrics.update(synthesis_metrics(outcome))
+        metrics["tapo/augment_seconds"] = time.perf_counter() - started
+        self._count_failed_round(outcome)
+        parts = [batch] if rows is None else [batch, rows]
+        padding = padding_rows_needed(sum(len(part) for part in parts), self._row_multiple())
         if padding:
             parts.append(build_padding_rows(batch, padding, pad_token_id(self.tokenizer)))
-        return DataProto.concat(parts) if len(parts) > 1 else batch
+        if len(parts) > 1:
+            _replace_rows(batch, DataProto.concat(parts))
+        self._outcome = outcome
+
+    def _count_failed_round(self, outcome: SynthesisOutcome) -> None:
+        if not outcome.failed:
+            self._failed_rounds = 0
+            return
+        self._failed_rounds += 1
+        limit = self.tapo_config.synthesis.max_failed_rounds
+        print(
+            f"[tapo] WARNING step {self.global_steps}: no synthesis request was answered "
+            f"({outcome.failure_cause}); GRPO step ({self._failed_rounds} of {limit} failed rounds in a row)"
+        )
+        if self._failed_rounds >= limit:
+            raise RuntimeError(
+                f"TAPO: {self._failed_rounds} synthesis rounds in a row answered no request "
+                f"(tapo.synthesis.max_failed_rounds={limit}); last cause: {outcome.failure_cause}"
+            )
 
     def _row_multiple(self) -> int:
         """Row counts verl can dispatch and split: `row_multiple` of this run's settings."""
         config = self.config.actor_rollout_ref
         return row_multiple(
-            dp_size=self._get_dp_size(self.actor_rollout_wg, "actor"),
+            dp_size=self._actor_dp_size(),
             rollout_n=int(config.rollout.n),
             num_mini_batches=self._num_mini_batches(),
             ppo_micro=None if config.actor.use_dynamic_bsz else config.actor.ppo_micro_batch_size_per_gpu,
             log_prob_micro=(
                 None if config.rollout.log_prob_use_dynamic_bsz else config.rollout.log_prob_micro_batch_size_per_gpu
             ),
-            ref_log_prob_micro=(
-                config.ref.log_prob_micro_batch_size_per_gpu
-                if self.use_reference_policy and not config.ref.log_prob_use_dynamic_bsz
-                else None
-            ),
         )
+
+    def _actor_dp_size(self) -> int:
+        return self._get_dp_size(self.actor_rollout_wg, "actor")
 
     def _num_mini_batches(self) -> int:
         return max(1, int(self.config.data.train_batch_size) // int(self.config.actor_rollout_ref.actor.ppo_mini_batch_size))
 
-    def _tapo_advantage(self, batch: DataProto, entropys: torch.Tensor) -> torch.Tensor:
-        """DAE advantages with lambda x OTS on constructed rows, written into the batch; returns the
-        per-token factor of the constructed rows (for the metrics and the dump)."""
-        is_constructed = batch.non_tensor_batch[IS_CONSTRUCTED]
-        factor = compute_constructed_token_factor(
-            batch.batch["old_log_probs"], entropys, batch.batch["response_mask"], is_constructed, self.tapo_config
-        )
-        advantages, returns = self._dae(batch, factor)
-        batch.batch["advantages"] = advantages
-        batch.batch["returns"] = returns
-        return factor
+    # -- seam 3: OTS factor and rollout correction ------------------------------------------------
 
-    def _dae(self, batch: DataProto, constructed_token_factor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The `tapo` estimator on the batch, its constructed rows scaled by the given factor."""
-        return compute_tapo_advantage(
-            token_level_rewards=batch.batch["token_level_rewards"],
-            response_mask=batch.batch["response_mask"],
-            index=batch.non_tensor_batch["uid"],
-            norm_adv_by_std_in_grpo=self.config.algorithm.get("norm_adv_by_std_in_grpo", True),
-            config=self.config.algorithm,
-            is_constructed=batch.non_tensor_batch[IS_CONSTRUCTED],
-            constructed_token_factor=constructed_token_factor,
-            tapo_config=self.tapo_config,
-        )
+    def _compute_old_log_prob(self, batch: DataProto):
+        old_log_prob, mfu = super()._compute_old_log_prob(batch)
+        if self.tapo_config.enable:
+            self._prepare_constructed_rows(batch, old_log_prob)
+        return old_log_prob, mfu
 
-    def _tapo_metrics_and_dump(self, batch: DataProto, factor: torch.Tensor | None, augmentation, metrics) -> None:
-        """`tapo/` metrics that need the final batch, and the inspection dump of this step."""
-        constructed = np.asarray(batch.non_tensor_batch[IS_CONSTRUCTED], dtype=bool)
-        padding = np.asarray(batch.non_tensor_batch[IS_PADDING], dtype=bool)
-        original = ~constructed & ~padding
-        mask = batch.batch["response_mask"].bool()
-        tokens = mask.sum(dim=-1)
-        metrics["tapo/padding_rows"] = float(padding.sum())
-        metrics["tapo/constructed_token_share"] = float(tokens[constructed].sum() / max(int(tokens.sum()), 1))
-        advantages = batch.batch["advantages"]
-        row_advantage = (advantages * mask).sum(dim=-1) / tokens.clamp(min=1)
-        metrics["tapo/original_advantage_mean"] = float(row_advantage[original].mean()) if original.any() else 0.0
-        metrics["tapo/constructed_advantage_mean"] = (
-            float(row_advantage[constructed].mean()) if constructed.any() else 0.0
+    def _prepare_constructed_rows(self, batch: DataProto, old_log_prob: DataProto) -> None:
+        """lambda x OTS from this pass's log-probs and entropies, the entropy of each kind of row,
+        and rollout correction over the original rows (popping `rollout_log_probs`, so that verl's
+        own correction, which would take in every row, does not run)."""
+        original, constructed, _ = row_kinds(batch)
+        log_probs, entropys = old_log_prob.batch["old_log_probs"], old_log_prob.batch["entropys"]
+        mask = batch.batch["response_mask"]
+        batch.batch[TOKEN_FACTOR] = compute_constructed_token_factor(log_probs, entropys, mask, constructed, self.tapo_config)
+        if self.tapo_config.ots.enable:
+            batch.batch[OTS_WEIGHTS] = compute_ots_weights(
+                log_probs, entropys, mask, constructed, self.tapo_config.ots.w_min, self.tapo_config.ots.w_max
+            )
+        actor = self.config.actor_rollout_ref.actor
+        pending = {}
+        for name, rows in (("original", original), ("constructed", constructed)):
+            if rows.any():
+                entropy = agg_loss(entropys[rows], mask[rows], actor.loss_agg_mode, loss_scale_factor=actor.loss_scale_factor)
+                pending[f"tapo/entropy/{name}"] = float(entropy)
+        if "rollout_log_probs" in batch.batch.keys():
+            pending.update(self._rollout_correction_of_original_rows(batch, log_probs, original))
+        self._pending_metrics = pending
+
+    def _rollout_correction_of_original_rows(self, batch: DataProto, log_probs: torch.Tensor, original: np.ndarray):
+        from verl.trainer.ppo.rollout_corr_helper import compute_rollout_correction_and_add_to_batch
+        from verl.utils.debug.metrics import calculate_debug_metrics
+
+        rows = torch.as_tensor(original)
+        rollouts = DataProto.from_dict(
+            tensors={
+                "old_log_probs": log_probs[rows],
+                "rollout_log_probs": batch.batch["rollout_log_probs"][rows],
+                "response_mask": batch.batch["response_mask"][rows].clone(),
+                "responses": batch.batch["responses"][rows],
+            }
         )
-        ots = None
-        if factor is not None and constructed.any():
-            ots = factor / self.tapo_config.advantage.ref_loss_weight
-            positions = torch.arange(mask.shape[1]).unsqueeze(0)
-            cut = torch.as_tensor(np.asarray(batch.non_tensor_batch[CUT_TOKENS], dtype=np.int64)).unsqueeze(1)
-            rows = torch.as_tensor(constructed)
-            prefix = mask & (positions < cut) & rows.unsqueeze(1)
-            inserted = mask & (positions >= cut) & rows.unsqueeze(1)
-            for name, part in (("prefix", prefix), ("inserted", inserted)):
-                values = ots[part]
-                metrics[f"tapo/ots_weight_mean/{name}"] = float(values.mean()) if values.numel() else 0.0
-                metrics[f"tapo/ots_weight_min/{name}"] = float(values.min()) if values.numel() else 0.0
+        metrics = calculate_debug_metrics(rollouts)
+        rollout_corr_config = self.config.algorithm.get("rollout_correction", None)
+        if rollout_corr_config is not None:
+            corrected, corr_metrics = compute_rollout_correction_and_add_to_batch(rollouts, rollout_corr_config)
+            metrics.update(corr_metrics)
+            mask = batch.batch["response_mask"]
+            mask[rows] = corrected.batch["response_mask"].to(mask.dtype)  # rejection sampling, original rows only
+            if "rollout_is_weights" in corrected.batch.keys():
+                weights = mask.to(torch.float32).clone()  # constructed rows: weight 1 on their tokens
+                weights[rows] = corrected.batch["rollout_is_weights"].to(torch.float32)
+                batch.batch["rollout_is_weights"] = weights
+        batch.batch.pop("rollout_log_probs")
+        return {key: float(value) for key, value in metrics.items()}
+
+    # -- seam 4: the update ------------------------------------------------------------------------
+
+    def _update_actor(self, batch: DataProto) -> DataProto:
+        """verl's actor update on advantages x lambda x OTS x loss-normalisation scales, with GRPO's
+        number of mini-batches, each a little larger; then metrics, the dump, and the batch back to
+        its original rows."""
+        if not self.tapo_config.enable:
+            return super()._update_actor(batch)
+        factor = batch.batch.pop(TOKEN_FACTOR)
+        ots = batch.batch.pop(OTS_WEIGHTS) if OTS_WEIGHTS in batch.batch.keys() else None
+        original, constructed, padding = row_kinds(batch)
+        dae = batch.batch["advantages"]
+        scales = self._loss_scales(batch, original, constructed)
+        batch.batch["advantages"] = dae * factor * scales.unsqueeze(-1)
+        with self._mini_batch_size_for(len(batch)):
+            output = super()._update_actor(batch)
+        batch.batch["advantages"] = dae  # verl's data metrics show the DAE advantages
+
+        cut, source = (np.asarray(batch.non_tensor_batch[key], dtype=np.int64) for key in (CUT_TOKENS, SOURCE_ROW))
+        metrics = constructed_row_metrics(
+            dae, factor, ots, batch.batch["response_mask"], cut, source, original, constructed, padding
+        )
+        for name, rows in (("original", original), ("constructed", constructed)):
+            if rows.any():
+                metrics[f"tapo/loss_scale/{name}"] = float(scales[torch.as_tensor(rows)].mean())
+        metrics.update(self._pending_metrics)
+        output.meta_info["metrics"].update(metrics)
+        self._maybe_dump(batch, dae, factor, ots, original, constructed)
+        _replace_rows(batch, batch.select_idxs(original))
+        return output
+
+    def _loss_scales(self, batch: DataProto, original: np.ndarray, constructed: np.ndarray) -> torch.Tensor:
+        if self.tapo_config.advantage.loss_normalization == "joint" or not constructed.any():
+            return torch.ones(len(batch), dtype=torch.float32)
+        actor = self.config.actor_rollout_ref.actor
+        mini_batch = mini_batch_of_rows(
+            len(batch), self._actor_dp_size(), self._num_mini_batches(), shuffled=bool(actor.get("shuffle", False))
+        )
+        return separate_loss_scales(batch.batch["response_mask"], original, constructed, mini_batch, actor.loss_agg_mode)
+
+    @contextlib.contextmanager
+    def _mini_batch_size_for(self, rows: int):
+        """verl's `_update_actor` reads `actor.ppo_mini_batch_size` (prompts, times `rollout.n` rows):
+        for this call it is the augmented batch's rows per mini-batch, so the update makes as many
+        optimizer steps per epoch as GRPO. `_insert_constructions` padded the batch so it is whole."""
+        actor = self.config.actor_rollout_ref.actor
+        configured = actor.ppo_mini_batch_size
+        per_prompt = rows // self._num_mini_batches() // int(self.config.actor_rollout_ref.rollout.n)
+        with open_dict(actor):
+            actor.ppo_mini_batch_size = per_prompt
+        try:
+            yield
+        finally:
+            with open_dict(actor):
+                actor.ppo_mini_batch_size = configured
+
+    def _log_rollout_data(self, batch: DataProto, reward_extra_infos_dict: dict, timing_raw: dict, rollout_data_dir: str):
+        """verl's per-row log of the original rollouts: `batch` holds only those after the update,
+        and the reward's extra infos are taken from it."""
+        if self.tapo_config.enable:
+            reward_extra_infos_dict = {
+                key: batch.non_tensor_batch[key] for key in reward_extra_infos_dict if key in batch.non_tensor_batch
+            }
+        super()._log_rollout_data(batch, reward_extra_infos_dict, timing_raw, rollout_data_dir)
+
+    # -- the inspection dump ---------------------------------------------------------------------
+
+    def _maybe_dump(self, batch, dae, factor, ots, original, constructed) -> None:
         every = self.tapo_config.dump.every
-        if augmentation is None or not every or self.global_steps % every:
+        if self._outcome is None or not every or self.global_steps % every:
             return
-        self._write_dump(batch, augmentation, ots)
-
-    def _write_dump(self, batch: DataProto, augmentation: Augmentation, ots: torch.Tensor | None) -> None:
-        records = [dict(record) for record in augmentation.records]
-        dae = None
-        constructed = np.asarray(batch.non_tensor_batch[IS_CONSTRUCTED], dtype=bool)
-        if constructed.any():
-            # The row's DAE advantage before lambda and OTS: the estimator with a unit factor.
-            dae, _ = self._dae(batch, batch.batch["response_mask"].to(torch.float32))
-        for row in np.flatnonzero(constructed).tolist():
+        records = [dict(record) for record in self._outcome.records]
+        mask = batch.batch["response_mask"].bool()
+        cut, source = (np.asarray(batch.non_tensor_batch[key], dtype=np.int64) for key in (CUT_TOKENS, SOURCE_ROW))
+        nets = prefix_net_advantage(dae, factor, cut, source, original, constructed)
+        for net, row in zip(nets, np.flatnonzero(constructed).tolist(), strict=True):
             record = records[int(batch.non_tensor_batch[ATTEMPT][row])]
-            mask = batch.batch["response_mask"][row].bool()
-            record["advantage"] = float(dae[row][mask][0]) if mask.any() else 0.0
-            record["ots_weights"] = ots[row][mask].tolist() if ots is not None else None
+            tokens = mask[row]
+            record["advantage"] = float(dae[row][tokens][0]) if tokens.any() else 0.0
+            record["ots_weights"] = ots[row][tokens].tolist() if ots is not None else None
+            record["prefix_net_advantage"] = float(net)
         folder = self.tapo_config.dump.dir or os.path.join(self.config.trainer.default_local_dir, "tapo_dump")
         os.makedirs(folder, exist_ok=True)
         path = os.path.join(folder, f"step_{self.global_steps:06d}.jsonl")
@@ -249,324 +308,23 @@ class RayTAPOTrainer(RayPPOTrainer):
                 write_json_line(sink, record)
         print(f"[tapo] step {self.global_steps}: {len(records)} synthesis attempts written to {path}")
 
-    def _update_actor(self, batch: DataProto) -> DataProto:
-        """verl's actor update with GRPO's number of mini-batches, each a little larger.
 
-        verl's `_update_actor` takes the mini-batch size from `actor.ppo_mini_batch_size` (prompts,
-        times `rollout.n` rows). The augmented batch has more rows; `_tapo_insert` padded it to a
-        multiple of (number of mini-batches) x lcm(dp size, n), so the size below is whole, and the
-        update makes as many optimizer steps per epoch as GRPO would.
-        """
-        actor = self.config.actor_rollout_ref.actor
-        rows_per_mini_batch = len(batch) // self._num_mini_batches()
-        configured = actor.ppo_mini_batch_size
-        per_prompt = rows_per_mini_batch // int(self.config.actor_rollout_ref.rollout.n)
-        if per_prompt == configured:
-            return super()._update_actor(batch)
-        actor.ppo_mini_batch_size = per_prompt
-        try:
-            return super()._update_actor(batch)
-        finally:
-            actor.ppo_mini_batch_size = configured
-
-    # -- verl's loop ------------------------------------------------------------------------------
-
-    def fit(self):
-        """verl 0.9.1's `RayPPOTrainer.fit` with the TAPO steps (blocks marked `# TAPO:`)."""
-        # TAPO: a run with another estimator is verl's own loop (tapo.enable=false only).
-        if str(self.config.algorithm.adv_estimator) != TAPO_ESTIMATOR:
-            return super().fit()
-        if self._dump_executor._shutdown:
-            self._init_dump_executor()
-
-        from verl.utils.tracking import Tracking
-
-        logger_ = Tracking(
-            project_name=self.config.trainer.project_name,
-            experiment_name=self.config.trainer.experiment_name,
-            default_backend=self.config.trainer.logger,
-            config=OmegaConf.to_container(self.config, resolve=True),
-        )
-
-        self.global_steps = 0
-        self._load_checkpoint()
-        self.checkpoint_manager.update_weights(self.global_steps)
-        current_epoch = self.global_steps // len(self.train_dataloader)
-        SkipManager.init(self.config)
-
-        if self.config.trainer.get("val_before_train", True):
-            val_metrics = self._validate()
-            assert val_metrics, f"{val_metrics=}"
-            pprint(f"Initial validation metrics: {val_metrics}")
-            logger_.log(data=val_metrics, step=self.global_steps)
-            if self.config.trainer.get("val_only", False):
-                self._shutdown_dump_executor()
-                return
-
-        progress_bar = tqdm(total=self.total_training_steps, initial=self.global_steps, desc="Training Progress")
-        self.global_steps += 1
-        last_val_metrics = None
-        self.max_steps_duration = 0
-        SkipManager.set_step(self.global_steps)
-
-        prev_step_profile = False
-        curr_step_profile = (
-            self.global_steps in self.config.global_profiler.steps
-            if self.config.global_profiler.steps is not None
-            else False
-        )
-        next_step_profile = False
-
-        for epoch in range(current_epoch, self.config.trainer.total_epochs):
-            for batch_dict in self.train_dataloader:
-                if hasattr(self.actor_rollout_wg, "async_calls_finalize_fn_exec"):
-                    self.actor_rollout_wg.async_calls_finalize_fn_exec(blocking=False)
-                metrics = {}
-                timing_raw = {}
-
-                with marked_timer("start_profile", timing_raw):
-                    self._start_profiling(
-                        not prev_step_profile and curr_step_profile
-                        if self.config.global_profiler.profile_continuous_steps
-                        else curr_step_profile
-                    )
-                batch: DataProto = DataProto.from_single_dict(batch_dict)
-                batch.meta_info["temperature"] = self.config.actor_rollout_ref.rollout.temperature
-                batch.non_tensor_batch["uid"] = np.array(
-                    [str(uuid.uuid4()) for _ in range(len(batch.batch))], dtype=object
-                )
-                gen_batch = self._get_gen_batch(batch)
-                gen_batch.meta_info["global_steps"] = self.global_steps
-                gen_batch_output = gen_batch.repeat(repeat_times=self.config.actor_rollout_ref.rollout.n, interleave=True)
-                # TAPO: the chats of the rows, for the synthesis prompts (the rollout output drops them).
-                raw_prompts = gen_batch_output.non_tensor_batch["raw_prompt"]
-
-                is_last_step = self.global_steps >= self.total_training_steps
-                with marked_timer("step", timing_raw):
-                    with marked_timer("gen", timing_raw, color="red"):
-                        if curr_step_profile:
-                            self.llm_server_manager.start_profile()
-                        gen_output = self.async_rollout_manager.generate_sequences(gen_batch_output)
-                        # TAPO: with TAPO on, the replicas stay awake for the synthesis round below.
-                        if curr_step_profile:
-                            self.llm_server_manager.stop_profile()
-                        timing_raw.update(gen_output.meta_info["timing"])
-                        gen_output.meta_info.pop("timing", None)
-
-                    batch = batch.repeat(repeat_times=self.config.actor_rollout_ref.rollout.n, interleave=True)
-                    batch = batch.union(gen_output)
-                    if "response_mask" not in batch.batch.keys():
-                        batch.batch["response_mask"] = compute_response_mask(batch)
-                    if self.augmenter is None:
-                        self.checkpoint_manager.sleep_replicas()
-                    if self.use_rm and "rm_scores" not in batch.batch.keys():
-                        with marked_timer("reward", timing_raw, color="yellow"):
-                            batch = batch.union(self._compute_reward_colocate(batch))
-
-                    # TAPO: synthesis needs the rewards and this step's weights; the replicas sleep after it.
-                    augmentation = None
-                    if self.augmenter is not None:
-                        with marked_timer("tapo_synthesis", timing_raw, color="purple"):
-                            if "raw_prompt" not in batch.non_tensor_batch:
-                                batch.non_tensor_batch["raw_prompt"] = raw_prompts
-                            augmentation = self._tapo_augment(batch, metrics)
-                        self.checkpoint_manager.sleep_replicas()
-                    batch = self._tapo_insert(batch, augmentation)
-
-                    if self.config.trainer.balance_batch:
-                        self._balance_batch(batch, metrics=metrics)
-
-                    batch.meta_info["global_token_num"] = torch.sum(batch.batch["attention_mask"], dim=-1).tolist()
-                    images_seqlens_all = []
-                    for multi_modal_input in batch.non_tensor_batch.get("multi_modal_inputs", []):
-                        if "image_grid_thw" not in multi_modal_input.keys():
-                            continue
-                        images_seqlens_all.extend(multi_modal_input["images_seqlens"].tolist())
-                    batch.meta_info["images_seqlens"] = images_seqlens_all
-                    with marked_timer("reward", timing_raw, color="yellow"):
-                        reward_tensor, reward_extra_infos_dict = extract_reward(batch)
-
-                    rollout_corr_config = self.config.algorithm.get("rollout_correction", None)
-                    with marked_timer("old_log_prob", timing_raw, color="blue"):
-                        old_log_prob, old_log_prob_mfu = self._compute_old_log_prob(batch)
-                        entropys = old_log_prob.batch["entropys"]
-                        response_masks = batch.batch["response_mask"]
-                        actor_config = self.config.actor_rollout_ref.actor
-                        # TAPO: the policy's entropy is that of the original rollouts, as in GRPO.
-                        original = original_rows(batch)
-                        entropy_agg = agg_loss(
-                            loss_mat=entropys[original],
-                            loss_mask=response_masks[original],
-                            loss_agg_mode=actor_config.loss_agg_mode,
-                            loss_scale_factor=actor_config.loss_scale_factor,
-                        )
-                        metrics.update(
-                            {"actor/entropy": entropy_agg.detach().item(), "perf/mfu/actor_infer": old_log_prob_mfu}
-                        )
-                        # TAPO: the entropies stay for OTS (verl drops them here).
-                        old_log_prob.batch.pop("entropys")
-                        batch = batch.union(old_log_prob)
-                        if "rollout_log_probs" in batch.batch.keys():
-                            # TAPO: rows the rollout did not sample get importance ratio 1 and are
-                            # left out of the debug metrics.
-                            added = ~original
-                            batch.batch["rollout_log_probs"][added] = batch.batch["old_log_probs"][added]
-                            from verl.utils.debug.metrics import calculate_debug_metrics
-
-                            metrics.update(calculate_debug_metrics(batch.select_idxs(original)))
-
-                    if self.use_reference_policy:
-                        with marked_timer("ref", timing_raw, color="olive"):
-                            batch = batch.union(self._compute_ref_log_prob(batch))
-
-                    with marked_timer("adv", timing_raw, color="brown"):
-                        batch.batch["token_level_scores"] = reward_tensor
-                        if reward_extra_infos_dict:
-                            batch.non_tensor_batch.update({k: np.array(v) for k, v in reward_extra_infos_dict.items()})
-                        if self.config.algorithm.use_kl_in_reward:
-                            batch, kl_metrics = apply_kl_penalty(
-                                batch, kl_ctrl=self.kl_ctrl_in_reward, kl_penalty=self.config.algorithm.kl_penalty
-                            )
-                            metrics.update(kl_metrics)
-                        else:
-                            batch.batch["token_level_rewards"] = batch.batch["token_level_scores"]
-
-                        if rollout_corr_config is not None and "rollout_log_probs" in batch.batch:
-                            from verl.trainer.ppo.rollout_corr_helper import compute_rollout_correction_and_add_to_batch
-
-                            batch, _ = compute_rollout_correction_and_add_to_batch(batch, rollout_corr_config)
-                            # TAPO: the metrics of the original rollouts only.
-                            _, is_metrics = compute_rollout_correction_and_add_to_batch(
-                                batch.select_idxs(original_rows(batch)), rollout_corr_config
-                            )
-                            metrics.update(is_metrics)
-
-                        # TAPO: DAE + lambda x OTS when TAPO runs; otherwise verl's call, i.e. GRPO.
-                        factor = None
-                        if self.augmenter is not None:
-                            factor = self._tapo_advantage(batch, entropys)
-                        else:
-                            batch = compute_advantage(
-                                batch,
-                                adv_estimator=self.config.algorithm.adv_estimator,
-                                gamma=self.config.algorithm.gamma,
-                                lam=self.config.algorithm.lam,
-                                num_repeat=self.config.actor_rollout_ref.rollout.n,
-                                norm_adv_by_std_in_grpo=self.config.algorithm.get("norm_adv_by_std_in_grpo", True),
-                                config=self.config.algorithm,
-                            )
-                        del entropys
-
-                    if self.config.trainer.critic_warmup > self.global_steps:
-                        self.checkpoint_manager.update_weights(self.global_steps)
-                    else:
-                        with marked_timer("update_actor", timing_raw, color="red"):
-                            actor_output = self._update_actor(batch)
-                        esi_close_to_expiration = should_save_ckpt_esi(
-                            max_steps_duration=self.max_steps_duration,
-                            redundant_time=self.config.trainer.esi_redundant_time,
-                        )
-                        if self.config.trainer.save_freq > 0 and (
-                            is_last_step
-                            or self.global_steps % self.config.trainer.save_freq == 0
-                            or esi_close_to_expiration
-                        ):
-                            if esi_close_to_expiration:
-                                print("Force saving checkpoint: ESI instance expiration approaching.")
-                            with marked_timer("save_checkpoint", timing_raw, color="green"):
-                                self._save_checkpoint()
-                        with marked_timer("update_weights", timing_raw, color="red"):
-                            self.checkpoint_manager.update_weights(self.global_steps)
-                        metrics.update(reduce_metrics(actor_output.meta_info["metrics"]))
-
-                    # TAPO: metrics of the constructed rows and the inspection dump.
-                    if self.augmenter is not None:
-                        self._tapo_metrics_and_dump(batch, factor, augmentation, metrics)
-
-                    # TAPO: verl's per-row logs and metrics describe the original rollouts.
-                    original_batch = batch.select_idxs(original_rows(batch))
-                    rollout_data_dir = self.config.trainer.get("rollout_data_dir", None)
-                    if rollout_data_dir:
-                        self._log_rollout_data(original_batch, reward_extra_infos_dict_of(original_batch, reward_extra_infos_dict), timing_raw, rollout_data_dir)
-
-                if self.config.trainer.test_freq > 0 and (
-                    is_last_step or self.global_steps % self.config.trainer.test_freq == 0
-                ):
-                    with marked_timer("testing", timing_raw, color="green"):
-                        val_metrics: dict = self._validate()
-                        if is_last_step:
-                            last_val_metrics = val_metrics
-                    metrics.update(val_metrics)
-
-                with marked_timer("stop_profile", timing_raw):
-                    next_step_profile = (
-                        self.global_steps + 1 in self.config.global_profiler.steps
-                        if self.config.global_profiler.steps is not None
-                        else False
-                    )
-                    profiled_steps = self.config.global_profiler.steps
-                    run_finish_command = bool(
-                        curr_step_profile
-                        and profiled_steps
-                        and (self.global_steps == max(profiled_steps) or is_last_step)
-                    )
-                    self._stop_profiling(
-                        curr_step_profile and not next_step_profile
-                        if self.config.global_profiler.profile_continuous_steps
-                        else curr_step_profile,
-                        run_command=run_finish_command,
-                    )
-                    prev_step_profile = curr_step_profile
-                    curr_step_profile = next_step_profile
-
-                steps_duration = timing_raw["step"]
-                self.max_steps_duration = max(self.max_steps_duration, steps_duration)
-                metrics.update({"training/global_step": self.global_steps, "training/epoch": epoch})
-                metrics.update(compute_data_metrics(batch=original_batch, use_critic=self.use_critic))
-                metrics.update(compute_timing_metrics(batch=original_batch, timing_raw=timing_raw))
-                n_gpus = self.resource_pool_manager.get_n_gpus()
-                metrics.update(compute_throughout_metrics(batch=batch, timing_raw=timing_raw, n_gpus=n_gpus))
-                gradient_norm = metrics.get("actor/grad_norm", None)
-                metrics.update(compute_variance_proxy_metrics(batch=original_batch, gradient_norm=gradient_norm))
-                metrics.update(
-                    compute_spec_decode_metrics(
-                        batch.non_tensor_batch.get("spec_num_draft_tokens", None),
-                        batch.non_tensor_batch.get("spec_num_accepted_tokens", None),
-                        batch.non_tensor_batch.get("spec_num_verify_steps", None),
-                    )
-                )
-                logger_.log(data=metrics, step=self.global_steps)
-
-                progress_bar.update(1)
-                self.global_steps += 1
-                SkipManager.set_step(self.global_steps)
-
-                if is_last_step:
-                    if hasattr(self.actor_rollout_wg, "async_calls_finalize_fn_exec"):
-                        self.actor_rollout_wg.async_calls_finalize_fn_exec(blocking=True)
-                    self._shutdown_dump_executor()
-                    pprint(f"Final validation metrics: {last_val_metrics}")
-                    progress_bar.close()
-                    return
-
-                if hasattr(self.train_dataset, "on_batch_end"):
-                    self.train_dataset.on_batch_end(batch=original_batch)
-
-        self._shutdown_dump_executor()
-
-
-def original_rows(batch: DataProto) -> np.ndarray:
-    """Rows the rollout sampled (neither constructed nor padding); all rows without TAPO columns."""
+def row_kinds(batch: DataProto) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(original, constructed, padding) row flags of a training batch; every row is original when
+    the batch has no TAPO columns."""
     if IS_CONSTRUCTED not in batch.non_tensor_batch:
-        return np.ones(len(batch), dtype=bool)
-    return ~np.asarray(batch.non_tensor_batch[IS_CONSTRUCTED], dtype=bool) & ~np.asarray(
-        batch.non_tensor_batch[IS_PADDING], dtype=bool
-    )
+        rows = len(batch)
+        return np.ones(rows, dtype=bool), np.zeros(rows, dtype=bool), np.zeros(rows, dtype=bool)
+    constructed = np.asarray(batch.non_tensor_batch[IS_CONSTRUCTED], dtype=bool)
+    padding = np.asarray(batch.non_tensor_batch[IS_PADDING], dtype=bool)
+    return ~constructed & ~padding, constructed, padding
 
 
-def reward_extra_infos_dict_of(batch: DataProto, reward_extra_infos_dict: dict) -> dict:
-    """The reward's extra-info columns, taken from `batch` (after the rows were selected)."""
-    return {key: batch.non_tensor_batch[key] for key in reward_extra_infos_dict if key in batch.non_tensor_batch}
+def _replace_rows(batch: DataProto, rows: DataProto) -> None:
+    # `fit` keeps its reference to the batch it passed: the rows change in place, as verl's own
+    # `DataProto.reorder` does inside `_balance_batch`; meta_info stays.
+    batch.batch = rows.batch
+    batch.non_tensor_batch = rows.non_tensor_batch
 
 
 def chat_template_kwargs(config: Any) -> dict[str, Any]:
@@ -581,22 +339,20 @@ def row_multiple(
     num_mini_batches: int,
     ppo_micro: int | None = None,
     log_prob_micro: int | None = None,
-    ref_log_prob_micro: int | None = None,
 ) -> int:
     """The smallest row count step of a TAPO batch that verl 0.9.1 can run.
 
     Dispatch splits the batch evenly over the data-parallel ranks; the update makes GRPO's number
     of mini-batches, each a whole number of `rollout.n` rows split evenly over the ranks; without
-    dynamic batch sizes, every rank's share (log-prob passes) and every rank's mini-batch (update)
+    dynamic batch sizes, every rank's share (log-prob pass) and every rank's mini-batch (update)
     must also split into whole micro-batches. With dynamic batch sizes (the GPU scripts) the step
     is num_mini_batches x lcm(dp_size, rollout_n).
     """
     multiple = num_mini_batches * math.lcm(dp_size, rollout_n)
     if ppo_micro:
         multiple = math.lcm(multiple, dp_size * num_mini_batches * int(ppo_micro))
-    for micro in (log_prob_micro, ref_log_prob_micro):
-        if micro:
-            multiple = math.lcm(multiple, dp_size * int(micro))
+    if log_prob_micro:
+        multiple = math.lcm(multiple, dp_size * int(log_prob_micro))
     return multiple
 
 

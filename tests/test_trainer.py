@@ -1,8 +1,6 @@
-"""The TAPO trainer's pure parts: start-up refusals, row counts, EOS ids, and the verl code it follows."""
+"""The TAPO trainer's pure parts: start-up refusals, row counts, EOS ids."""
 
-import hashlib
 import importlib.util
-import inspect
 import json
 import os
 
@@ -11,34 +9,11 @@ from hydra import compose, initialize_config_module
 
 from recipe_tapo.run_config import check_tapo_run_config, model_context_length
 from recipe_tapo.trainer import eos_token_ids, padding_rows_needed, row_multiple
-
-# verl 0.9.1's code that the TAPO trainer re-implements with its insertions (fit, the task
-# runner's run) or relies on reading its config at call time (_update_actor). A new verl changes
-# these: re-read them, carry the change into recipe_tapo/trainer.py and main.py, then update here.
-PINNED_VERL_SOURCES = {
-    "verl.trainer.ppo.ray_trainer:RayPPOTrainer.fit": "2cd5b737f76215aad3a1be94404c7a7d1d6a4cf9d6c16f44bc4841b871498ed7",
-    "verl.trainer.main_ppo_v0:TaskRunner.run": "95ebfb4a9286d46aef2897e244e0f6ca9bdee241c94b0c5c032960ff4b9bfe82",
-    "verl.trainer.ppo.ray_trainer:RayPPOTrainer._update_actor": (
-        "95f80caf7cbafdcf404ddbcff48561b520d78802f2f21ab2b620f93daf213625"
-    ),
-}
-
+from recipe_tapo.workers.agent_loop import TapoAgentLoopManager
 
 def _compose(overrides=()):
     with initialize_config_module(config_module="recipe_tapo.conf", version_base=None):
         return compose(config_name="tapo_trainer", overrides=list(overrides))
-
-
-@pytest.mark.parametrize("name", sorted(PINNED_VERL_SOURCES))
-def test_the_verl_code_the_trainer_follows_is_unchanged(name):
-    module_name, qualname = name.split(":")
-    owner_name, method_name = qualname.split(".")
-    owner = getattr(importlib.import_module(module_name), owner_name)
-    owner = getattr(owner, "__ray_actor_class__", owner)
-    source = inspect.getsource(getattr(owner, method_name))
-    assert hashlib.sha256(source.encode()).hexdigest() == PINNED_VERL_SOURCES[name], (
-        f"verl's {qualname} changed: re-read it and carry the change into the TAPO trainer"
-    )
 
 
 def test_defaults_are_a_tapo_run():
@@ -63,11 +38,56 @@ def test_defaults_are_a_tapo_run():
             ["actor_rollout_ref.rollout.max_model_len=32768", "data.max_response_length=8192"],
             "mode=verbatim re-emits the wrong answer",
         ),
+        # The seams TAPO attaches through.
+        (["trainer.balance_batch=false"], "needs trainer.balance_batch=true"),
+        (["actor_rollout_ref.rollout.agent.agent_loop_manager_class=null"], "needs actor_rollout_ref.rollout.agent"),
+        (
+            ["actor_rollout_ref.rollout.agent.agent_loop_manager_class=verl.experimental.agent_loop.AgentLoopManager"],
+            "needs actor_rollout_ref.rollout.agent.agent_loop_manager_class",
+        ),
+        (["trainer.critic_warmup=2"], "needs trainer.critic_warmup=0"),
+        # verl features TAPO cannot serve.
+        (["critic.enable=true"], "critic.enable=true"),
+        (["actor_rollout_ref.actor.use_kl_loss=true"], "use_kl_loss=true"),
+        (["algorithm.use_kl_in_reward=true"], "use_kl_in_reward=true"),
+        (["reward.reward_model.enable=true"], "a colocated reward model"),
+        (["actor_rollout_ref.actor.use_prefix_grouper=true"], "use_prefix_grouper=true"),
+        (["actor_rollout_ref.rollout.enable_rollout_routing_replay=true"], "routed-expert replay"),
+        (["distillation.enabled=true"], "distillation.enabled=true"),
+        (["skip.rollout.enable=true"], "skip.rollout.enable=true"),
+        (["actor_rollout_ref.actor.policy_loss.loss_mode=clip_cov"], "loss_mode='clip_cov'"),
     ],
 )
 def test_settings_that_cannot_work_are_refused_with_their_keys(overrides, message):
     with pytest.raises(ValueError, match=message):
-        check_tapo_run_config(_compose(overrides))
+        check_tapo_run_config(_compose(["actor_rollout_ref.rollout.max_model_len=32768", *overrides]))
+
+
+@pytest.mark.parametrize("loss_mode", ["vanilla", "gspo", "gpg", "cispo"])
+def test_policy_losses_linear_in_the_advantage_are_accepted(loss_mode):
+    overrides = ["actor_rollout_ref.rollout.max_model_len=32768", f"actor_rollout_ref.actor.policy_loss.loss_mode={loss_mode}"]
+    assert check_tapo_run_config(_compose(overrides)).enable
+
+
+def test_a_subclass_of_the_tapo_agent_loop_manager_is_accepted():
+    overrides = [
+        "actor_rollout_ref.rollout.max_model_len=32768",
+        "actor_rollout_ref.rollout.agent.agent_loop_manager_class=test_trainer.MyManager",
+    ]
+    assert check_tapo_run_config(_compose(overrides)).enable
+
+
+class MyManager(TapoAgentLoopManager):
+    """A user's own manager on top of TAPO's (named by the test above)."""
+
+
+def test_a_reward_model_in_its_own_pool_is_accepted():
+    overrides = [
+        "actor_rollout_ref.rollout.max_model_len=32768",
+        "reward.reward_model.enable=true",
+        "reward.reward_model.enable_resource_pool=true",
+    ]
+    assert check_tapo_run_config(_compose(overrides)).enable
 
 
 def test_disabled_tapo_accepts_any_estimator():
@@ -98,7 +118,7 @@ def test_the_context_is_the_rollouts(tmp_path):
         (dict(dp_size=6, rollout_n=8, num_mini_batches=2), 48),
         # Fixed micro-batches: every rank's share splits into whole micro-batches too.
         (dict(dp_size=1, rollout_n=4, num_mini_batches=1, ppo_micro=8, log_prob_micro=8), 8),
-        (dict(dp_size=2, rollout_n=4, num_mini_batches=2, ppo_micro=2, log_prob_micro=6, ref_log_prob_micro=4), 24),
+        (dict(dp_size=2, rollout_n=4, num_mini_batches=2, ppo_micro=2, log_prob_micro=6), 24),
     ],
 )
 def test_row_multiple(settings, expected):
