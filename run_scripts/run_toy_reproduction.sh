@@ -1,21 +1,38 @@
 #!/usr/bin/env bash
-# TAPO vs GRPO on the toy task, on CPU, through the recipe's real code (issue 11):
-#   data -> base SFT (verl's SFT trainer) -> pre-RL measurement -> cold-start data (the cold-start
-#   builder, programmatic teacher for the synthesis targets) -> cold-start SFT -> pre-RL measurement
-#   -> GRPO and TAPO arms (verl's PPO trainer with the hf rollout; same checkpoint, seeds, steps; in
-#   the TAPO arm the policy writes its own synthesis) -> evaluation on the held-out test set
-#   (recipe_tapo.evaluation: Pass@k, DSR, ERR) -> report.md + plot.png (recipe_tapo.toy.report).
+# TAPO vs GRPO on the toy task, on CPU, through the recipe's real code (issues 11 and 16):
+#   [cold-start rebuild: data -> base SFT (verl's SFT trainer) -> cold-start data (the cold-start
+#   builder, programmatic teacher for the synthesis targets) -> cold-start SFT] -> pre-RL measurements
+#   of the cold start (solving; its own synthesis on the RL prompts) -> the arms (verl's PPO trainer
+#   with the hf rollout; same checkpoint, seeds, steps) -> evaluation on the held-out test set
+#   (recipe_tapo.evaluation: Pass@k, DSR, ERR, sampled and greedy) -> report.md + plot.png
+#   (recipe_tapo.toy.report).
 #
-#   bash run_scripts/run_toy_reproduction.sh            # the default settings (the committed report)
-#   QUICK=1 bash run_scripts/run_toy_reproduction.sh    # every stage in minutes (CI)
-#   ABLATIONS=1 bash run_scripts/run_toy_reproduction.sh  # adds TAPO without DAE, without OTS, full reconstruction
+#   bash run_scripts/run_toy_reproduction.sh                 # the main comparison, from the shipped cold start
+#   ABLATIONS=1 bash run_scripts/run_toy_reproduction.sh     # adds the ablation arms
+#   COLD_START=build bash run_scripts/run_toy_reproduction.sh  # rebuild the cold start first (about an hour)
+#   QUICK=1 bash run_scripts/run_toy_reproduction.sh         # every stage in minutes (CI)
+#
+# Arms: grpo (verl's own loop); tapo (the policy writes its own synthesis); tapo_teacher (the toy's
+# programmatic teacher writes every synthesis during RL: an oracle / upper bound, not TAPO).
+# ABLATIONS=1 adds tapo_degenerate_zero, tapo_batch_ref, tapo_before_error, tapo_no_dae, tapo_no_ots,
+# tapo_full_reconstruction.
 #
 # Each finished stage leaves $WORK_DIR/.stages/<stage>.done (holding its wall time in seconds); a
 # rerun skips those and resumes at the first unfinished one (delete a marker to redo its stage).
 # Each stage's output goes to $WORK_DIR/logs/<stage>.log; progress lines go to stdout.
-# Environment: WORK_DIR (default outputs/toy_reproduction, or outputs/toy_reproduction_quick under
-# QUICK=1), SEEDS (default "0 1 2"; QUICK: "0"), ARMS (default "grpo tapo"), ABLATIONS=1,
-# RL_STEPS (default 10; QUICK: 2).
+# Environment:
+#   WORK_DIR     default outputs/toy_reproduction (QUICK: outputs/toy_reproduction_quick)
+#   COLD_START   shipped (default: recipe_tapo/toy/cold_start_model), build (the rebuild stages, in
+#                $WORK_DIR; the QUICK default), or the path of an HF folder
+#   SEEDS        default "0 1 2" (QUICK: "0");  ARMS: default "grpo tapo tapo_teacher";  ABLATIONS=1
+#   RL_STEPS     default 40 (QUICK: 2)
+#   EVAL_SPLIT   test (default) or val: where the arms are scored (val for choosing settings: sweeps)
+#   RL_EXTRA     extra hydra overrides for every arm (sweeps), e.g. "actor_rollout_ref.actor.optim.lr=1e-4"
+#   PRE_RL=0     skip the pre-RL measurements of the cold start (a sweep's later points)
+#   EXPORT_DIR   where seed 0's final HF checkpoint of each arm is copied (<arm>/); default
+#                docs/toy_experiment/checkpoints for a full test-split run with no RL_EXTRA, else
+#                $WORK_DIR/export
+#   UNTIL=<stage>  stop after that stage (e.g. COLD_START=build UNTIL=cold_start_sft)
 # The whole script is one brace group, read before it runs: editing the file during a run is safe.
 {
 set -euo pipefail
@@ -24,24 +41,38 @@ REPO=$(pwd)
 
 QUICK=${QUICK:-0}
 ABLATIONS=${ABLATIONS:-0}
+EVAL_SPLIT=${EVAL_SPLIT:-test}
+RL_EXTRA=${RL_EXTRA:-}
+PRE_RL=${PRE_RL:-1}
 if [[ "$QUICK" == 1 ]]; then
     WORK_DIR=${WORK_DIR:-$REPO/outputs/toy_reproduction_quick}
     SEEDS=${SEEDS:-0}
     RL_STEPS=${RL_STEPS:-2}
+    COLD_START=${COLD_START:-build}
 else
     WORK_DIR=${WORK_DIR:-$REPO/outputs/toy_reproduction}
     SEEDS=${SEEDS:-0 1 2}
-    RL_STEPS=${RL_STEPS:-10}
+    RL_STEPS=${RL_STEPS:-40}
+    COLD_START=${COLD_START:-shipped}
 fi
-ARMS=${ARMS:-grpo tapo}
+ARMS=${ARMS:-grpo tapo tapo_teacher}
 if [[ "$ABLATIONS" == 1 ]]; then
-    ARMS="$ARMS tapo_no_dae tapo_no_ots tapo_full_reconstruction"
+    ARMS="$ARMS tapo_degenerate_zero tapo_batch_ref tapo_before_error tapo_no_dae tapo_no_ots tapo_full_reconstruction"
+fi
+if [[ "$EVAL_SPLIT" != test && "$EVAL_SPLIT" != val ]]; then
+    echo "EVAL_SPLIT must be test or val, got $EVAL_SPLIT" >&2
+    exit 2
 fi
 mkdir -p "$WORK_DIR"
 WORK_DIR=$(cd "$WORK_DIR" && pwd)
 STATE_DIR="$WORK_DIR/.stages"
 LOG_DIR="$WORK_DIR/logs"
 mkdir -p "$STATE_DIR" "$LOG_DIR"
+if [[ "$QUICK" == 0 && "$EVAL_SPLIT" == test && -z "$RL_EXTRA" ]]; then
+    EXPORT_DIR=${EXPORT_DIR:-$REPO/docs/toy_experiment/checkpoints}
+else
+    EXPORT_DIR=${EXPORT_DIR:-$WORK_DIR/export}
+fi
 
 export VERL_PLATFORM=cpu HF_HUB_OFFLINE=1 WANDB_MODE=disabled RAY_AUTH_MODE=disabled RAY_DEDUP_LOGS=0
 export TOKENIZERS_PARALLELISM=false
@@ -58,45 +89,64 @@ COLD_DATA="$WORK_DIR/cold_start"
 COLD_DIR="$WORK_DIR/checkpoints/cold_start_sft"
 RUNS="$WORK_DIR/runs"
 EVAL="$WORK_DIR/eval"
-ANCHOR_TEMPLATE="$REPO/config/prompts/toy_synthesis_anchor.txt"
-VERBATIM_TEMPLATE="$REPO/config/prompts/toy_synthesis_verbatim.txt"
+TEMPLATE="$REPO/config/prompts/toy_synthesis_verbatim.txt"
+BEFORE_ERROR_TEMPLATE="$REPO/config/prompts/toy_synthesis_verbatim_before_error.txt"
+case $COLD_START in
+    shipped) MODEL="$REPO/recipe_tapo/toy/cold_start_model" ;;
+    build) MODEL="$COLD_DIR/huggingface" ;;
+    *) MODEL=$(cd "$COLD_START" && pwd) ;;
+esac
 
-# Sizes. The default column was fixed before any RL run, from the pre-RL measurements (README,
-# "Toy experiment"); QUICK only shrinks everything so CI runs each stage once.
+# Sizes. The default column was fixed before any RL run, from the pre-RL measurements and the GRPO
+# sweep on the validation split (docs/toy_experiment/COMMAND.md); QUICK only shrinks everything so
+# CI runs each stage once.
 if [[ "$QUICK" == 1 ]]; then
     BUILD_ARGS=(--train 200 --val 16 --test 16 --sft 400)
     BASE_STEPS=6; BASE_BATCH=16
     MEASURE_N=4
     COLD_LIMIT=24; COLD_SYNTHESIS=40; COLD_SOLUTIONS=16; COLD_PLAIN=32
     COLD_STEPS=3; COLD_BATCH=8; COLD_LR=1e-3
-    EVAL_LIMIT=16; EVAL_N=2; EVAL_K=(1 2)
+    SYNTHESIS_PROBLEMS=16
+    EVAL_N=2; EVAL_K=(1 2)
     VAL_RL=8
     RL_SIZE=(data.train_batch_size=4 actor_rollout_ref.actor.ppo_mini_batch_size=4 trainer.test_freq=2)
 else
-    BUILD_ARGS=(--sft 20000)
+    BUILD_ARGS=(--sft 20000)   # build.py's split sizes: 1000 test, 500 validation, 4000 training problems
     # 2000 steps of 32 (3.2 epochs of the SFT file): in a plain-torch probe of this model and data,
     # sampled accuracy was still climbing at 1250 steps (6% at 1000, 14% at 1250). Measured after the
     # 2000 steps: 60.7%, 22 of 64 validation groups in the paper's DCS band. All before any RL run.
     BASE_STEPS=2000; BASE_BATCH=32
     MEASURE_N=8
-    # The cold start, set from the cold-started policy's own synthesis measured before RL: 300 steps at
-    # lr 1e-3 on 600 synthesis + 600 solution examples parsed 38.7% and spliced 0% (its anchors were no
-    # line of the wrong answer) -> 2000 + 2000 examples and 900 steps: parsed 93% (lr 2e-3; 85% at
-    # 1e-3), still spliced 0% -> the teacher's analysis checks the steps in order (teacher.py), and
-    # the toy templates put the wrong answer last, next to the output: spliced 8.6% at lr 2e-3, 28.7%
-    # at 3e-3 (sampled accuracy 56.6% and 56.4%) -> lr 3e-3.
-    COLD_LIMIT=1000; COLD_SYNTHESIS=2000; COLD_SOLUTIONS=500; COLD_PLAIN=1500
-    COLD_STEPS=900; COLD_BATCH=16; COLD_LR=3e-3
-    EVAL_LIMIT=100; EVAL_N=4; EVAL_K=(1 2 4)
+    # The cold start, set from the cold-started policy's own synthesis measured before RL
+    # (docs/toy_experiment/COMMAND.md, "Pre-RL"): issue 11's anchor-mode cold start (1000 problems,
+    # 900 steps) spliced 26% of 656 requests on the RL prompts, 40% of them right -> verbatim mode, the
+    # question last in the template, twice the data and 2400 steps: 67% of 192 requests spliced,
+    # 45% right (58% with greedy synthesis, the profile's setting).
+    COLD_LIMIT=2000; COLD_SYNTHESIS=4000; COLD_SOLUTIONS=1000; COLD_PLAIN=2000
+    COLD_STEPS=2400; COLD_BATCH=16; COLD_LR=3e-3
+    SYNTHESIS_PROBLEMS=500
+    EVAL_N=4; EVAL_K=(1 2 4)
     VAL_RL=32
     RL_SIZE=()
 fi
+# verl's SFT dataset pads every example to max_length, so the SFT step costs in proportion: the
+# verbatim examples are at most 517 tokens (chat template included); 1 of the 7000 loses the end of
+# its closing tag.
+COLD_MAX_LENGTH=512
 
-# The TAPO settings the RL runs use, so the cold start's synthesis prompts are exactly theirs.
+# The TAPO settings the RL runs use (profile toy_run: verbatim mode, budgets, DCS band), so the cold
+# start's synthesis prompts are exactly theirs.
 PROFILE="profile=[tiny_cpu,toy_run]"
-TAPO_SETTINGS=("$PROFILE" "tapo.synthesis.template_path=$ANCHOR_TEMPLATE")
+TAPO_SETTINGS=("$PROFILE" "tapo.synthesis.template_path=$TEMPLATE")
 
 log() { echo "[toy $(date -u +%H:%M:%S)] $*"; }
+
+stop_if_until() {
+    if [[ "$1" == "${UNTIL:-}" ]]; then
+        log "stopping after stage $1 (UNTIL=$UNTIL)"
+        exit 0
+    fi
+}
 
 # stage NAME COMMAND...: run COMMAND unless NAME's marker exists; the marker holds the wall time.
 stage() {
@@ -104,6 +154,7 @@ stage() {
     shift
     if [[ -f "$STATE_DIR/$name.done" ]]; then
         log "stage $name: done before ($(cat "$STATE_DIR/$name.done")s), skipped"
+        stop_if_until "$name"
         return 0
     fi
     log "stage $name: running (log $LOG_DIR/$name.log)"
@@ -120,6 +171,7 @@ stage() {
     fi
     echo "$((SECONDS - start))" >"$STATE_DIR/$name.done"
     log "stage $name: done in $((SECONDS - start))s"
+    stop_if_until "$name"
 }
 
 # verl's SFT trainer on CPU (recipe_tapo.cold_start_sft, config cold_start_sft_cpu), fp32 throughout;
@@ -138,8 +190,14 @@ run_data() {
     python -m recipe_tapo.toy.build --out "$TOY" --seed 0 "${BUILD_ARGS[@]}"
     # The RL runs validate on the first $VAL_RL problems of the validation set, the same ones in every
     # run (verl's val_max_samples would draw them by each run's data seed).
-    python -c "import pandas as pd, sys; pd.read_parquet(sys.argv[1]).head(int(sys.argv[3])).to_parquet(sys.argv[2], index=False)" \
-        "$DATA/val.parquet" "$DATA/val_rl.parquet" "$VAL_RL"
+    head_rows "$DATA/val.parquet" "$DATA/val_rl.parquet" 0 "$VAL_RL"
+    # The cold start's own synthesis is measured on training problems the cold-start data never used.
+    head_rows "$DATA/train.parquet" "$DATA/train_synthesis.parquet" "$COLD_LIMIT" "$SYNTHESIS_PROBLEMS"
+}
+
+# head_rows IN OUT SKIP COUNT: rows SKIP .. SKIP+COUNT of a parquet file
+head_rows() {
+    python -c "import pandas as pd, sys; s, n = int(sys.argv[3]), int(sys.argv[4]); pd.read_parquet(sys.argv[1]).iloc[s:s + n].to_parquet(sys.argv[2], index=False)" "$@"
 }
 
 run_base_sft() {
@@ -150,13 +208,21 @@ run_base_sft() {
         trainer.experiment_name=toy_base_sft
 }
 
-# evaluate MODEL DATA OUT N LIMIT K...: sampled like the RL rollouts (temperature 1, no top-p)
+# evaluate MODEL DATA OUT N K...: sampled like the RL rollouts (temperature 1, no top-p), all problems
 evaluate() {
-    local model=$1 data=$2 out=$3 n=$4 limit=$5
-    shift 5
+    local model=$1 data=$2 out=$3 n=$4
+    shift 4
     rm -rf "$out"
     python -m recipe_tapo.evaluation.evaluate --backend hf --model "$model" --data "$data" --out-dir "$out" \
-        --n "$n" --k "$@" --limit "$limit" --temperature 1.0 --top-p 1.0 --max-new-tokens 128 --seed 0
+        --n "$n" --k "$@" --temperature 1.0 --top-p 1.0 --max-new-tokens 128 --seed 0
+}
+
+# evaluate_policy MODEL OUT: the arms' evaluation on $EVAL_SPLIT: $EVAL_N samples at temperature 1
+# (Pass@k, DSR, ERR) in OUT, one greedy answer per problem in OUT/greedy
+evaluate_policy() {
+    evaluate "$1" "$DATA/$EVAL_SPLIT.parquet" "$2" $EVAL_N "${EVAL_K[@]}"
+    python -m recipe_tapo.evaluation.evaluate --backend hf --model "$1" --data "$DATA/$EVAL_SPLIT.parquet" \
+        --out-dir "$2/greedy" --n 1 --k 1 --temperature 0 --max-new-tokens 128 --seed 0
 }
 
 run_cold_start_data() {
@@ -173,31 +239,38 @@ run_cold_start_data() {
 
 run_cold_start_sft() {
     sft "$COLD_DIR" model.path="$BASE_DIR/huggingface" data.train_files="$COLD_DATA/mixed.parquet" \
-        data.max_length=1024 data.train_batch_size=$COLD_BATCH data.micro_batch_size_per_gpu=$COLD_BATCH \
+        data.max_length=$COLD_MAX_LENGTH data.train_batch_size=$COLD_BATCH data.micro_batch_size_per_gpu=$COLD_BATCH \
         data.max_token_len_per_gpu=16384 optim.lr=$COLD_LR trainer.total_training_steps=$COLD_STEPS \
         trainer.save_freq=$COLD_STEPS trainer.experiment_name=toy_cold_start_sft
 }
 
 measure_synthesis() {
-    # The cold-started policy writes the synthesis itself (no --synthesis-source), on validation problems,
-    # with the RL runs' prompts: its parse and splice rates before any RL step (stats.json).
+    # The cold-started policy writes the synthesis itself (no --synthesis-source) from its own rollouts on
+    # training problems, with the RL runs' prompts, budgets and DCS band: its parse and splice rates and
+    # the share of right constructions before any RL step (stats.json, synthesis_records.jsonl).
     rm -rf "$EVAL/pre_rl_synthesis"
-    python -m recipe_tapo.cold_start --model "$COLD_DIR/huggingface" --input "$DATA/val.parquet" \
-        --output-dir "$EVAL/pre_rl_synthesis" --backend hf --k 8 --num-synthesis 1000 --num-solutions 0 --seed 0 \
-        "${TAPO_SETTINGS[@]}" tapo.selection.n_pos=1 tapo.selection.n_neg=1
+    python -m recipe_tapo.cold_start --model "$MODEL" --input "$DATA/train_synthesis.parquet" \
+        --output-dir "$EVAL/pre_rl_synthesis" --backend hf --k 8 --num-synthesis 100000 --num-solutions 0 --seed 0 \
+        "${TAPO_SETTINGS[@]}"
 }
 
 arm_overrides() {
     case $1 in
         grpo) echo "algorithm.adv_estimator=grpo tapo.enable=false" ;;
         tapo) echo "" ;;
+        tapo_teacher) echo "tapo.synthesis.text_source=recipe_tapo.toy.teacher.ToyTeacher" ;;
+        tapo_degenerate_zero) echo "tapo.advantage.degenerate=zero" ;;
+        tapo_batch_ref) echo "tapo.advantage.ref_group_scope=batch" ;;
+        tapo_before_error)
+            echo "tapo.synthesis.prefix_end=before_error tapo.synthesis.template_path=$BEFORE_ERROR_TEMPLATE" ;;
         tapo_no_dae) echo "tapo.advantage.decoupled=false" ;;
         tapo_no_ots) echo "tapo.ots.enable=false" ;;
-        tapo_full_reconstruction)
-            echo "tapo.splicing.full_reconstruction=true tapo.synthesis.mode=verbatim tapo.synthesis.template_path=$VERBATIM_TEMPLATE" ;;
+        tapo_full_reconstruction) echo "tapo.splicing.full_reconstruction=true" ;;
         *) echo "unknown arm $1" >&2; return 1 ;;
     esac
 }
+
+final_hf() { echo "$RUNS/$1_s$2/global_step_$RL_STEPS/actor/huggingface"; }
 
 run_rl() {
     local arm=$1 seed=$2 run="$RUNS/$1_s$2"
@@ -205,38 +278,52 @@ run_rl() {
     extra=$(arm_overrides "$arm")
     rm -rf "$run"
     mkdir -p "$run"
-    # shellcheck disable=SC2086  # the arm's overrides are words
+    # shellcheck disable=SC2086  # the arm's overrides and RL_EXTRA are words
     python -m recipe_tapo.main "${TAPO_SETTINGS[@]}" \
-        actor_rollout_ref.model.path="$COLD_DIR/huggingface" \
+        actor_rollout_ref.model.path="$MODEL" \
         data.train_files="$DATA/train.parquet" data.val_files="$DATA/val_rl.parquet" \
-        trainer.total_training_steps=$RL_STEPS trainer.save_freq=$RL_STEPS \
+        trainer.total_training_steps=$RL_STEPS trainer.save_freq=$RL_STEPS trainer.test_freq=$RL_STEPS \
         trainer.default_local_dir="$run" trainer.experiment_name="$1_s$2" \
         data.seed="$seed" actor_rollout_ref.rollout.seed="$seed" tapo.selection.seed="$seed" \
         tapo.dump.dir="$run/tapo_dump" \
         +ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH="$run/metrics.jsonl" \
-        "${RL_SIZE[@]}" $extra
-    test -f "$run/global_step_$RL_STEPS/actor/huggingface/config.json"
+        "${RL_SIZE[@]}" $extra $RL_EXTRA
+    test -f "$(final_hf "$arm" "$seed")/config.json"
 }
 
-log "work dir $WORK_DIR (QUICK=$QUICK, seeds: $SEEDS, arms: $ARMS, RL steps: $RL_STEPS)"
+# export_checkpoint ARM: seed 0's final HF folder (model, config, tokenizer; no optimizer) to $EXPORT_DIR/ARM
+export_checkpoint() {
+    rm -rf "${EXPORT_DIR:?}/$1"
+    mkdir -p "$EXPORT_DIR/$1"
+    cp -r "$(final_hf "$1" 0)/." "$EXPORT_DIR/$1/"
+}
+
+log "work dir $WORK_DIR (QUICK=$QUICK, cold start: $COLD_START, seeds: $SEEDS, arms: $ARMS, RL steps: $RL_STEPS, scored on: $EVAL_SPLIT)"
 stage data run_data
-stage base_sft run_base_sft
-stage measure_base evaluate "$BASE_DIR/huggingface" "$DATA/val.parquet" "$EVAL/pre_rl_base" $MEASURE_N 1000 1 2
-stage cold_start_data run_cold_start_data
-stage cold_start_sft run_cold_start_sft
-stage measure_cold_start evaluate "$COLD_DIR/huggingface" "$DATA/val.parquet" "$EVAL/pre_rl_cold_start" $MEASURE_N 1000 1 2
-stage measure_cold_start_synthesis measure_synthesis
+if [[ "$COLD_START" == build ]]; then
+    stage base_sft run_base_sft
+    stage measure_base evaluate "$BASE_DIR/huggingface" "$DATA/val.parquet" "$EVAL/pre_rl_base" $MEASURE_N 1 2
+    stage cold_start_data run_cold_start_data
+    stage cold_start_sft run_cold_start_sft
+fi
+if [[ "$PRE_RL" == 1 ]]; then
+    stage measure_cold_start evaluate "$MODEL" "$DATA/val.parquet" "$EVAL/pre_rl_cold_start" $MEASURE_N 1 2
+    stage measure_cold_start_synthesis measure_synthesis
+    stage eval_cold_start evaluate_policy "$MODEL" "$EVAL/cold_start"
+fi
 for seed in $SEEDS; do
     for arm in $ARMS; do
         stage "rl_${arm}_s${seed}" run_rl "$arm" "$seed"
-        stage "eval_${arm}_s${seed}" evaluate "$RUNS/${arm}_s${seed}/global_step_$RL_STEPS/actor/huggingface" \
-            "$DATA/test.parquet" "$EVAL/${arm}_s${seed}" $EVAL_N $EVAL_LIMIT "${EVAL_K[@]}"
+        stage "eval_${arm}_s${seed}" evaluate_policy "$(final_hf "$arm" "$seed")" "$EVAL/${arm}_s${seed}"
+        if [[ "$seed" == 0 ]]; then
+            stage "export_${arm}" export_checkpoint "$arm"
+        fi
     done
 done
 # The report is cheap: always rebuilt from what is there.
 log "report: building"
 python -m recipe_tapo.toy.report --work-dir "$WORK_DIR" --arms $ARMS --seeds $SEEDS --rl-steps "$RL_STEPS" \
-    --quick "$QUICK" >"$LOG_DIR/report.log" 2>&1 || { tail -n 40 "$LOG_DIR/report.log"; exit 1; }
+    --eval-split "$EVAL_SPLIT" --quick "$QUICK" >"$LOG_DIR/report.log" 2>&1 || { tail -n 40 "$LOG_DIR/report.log"; exit 1; }
 log "report: $WORK_DIR/report.md, plot: $WORK_DIR/plot.png"
 exit
 }

@@ -2,6 +2,7 @@
 
 import os
 import random
+from collections import Counter
 
 import pandas as pd
 import pytest
@@ -155,3 +156,79 @@ def test_the_report_skips_broken_jsonl_lines(tmp_path, capsys):
     path.write_bytes(b'{"step": 1}\n\xff\xfe\n{"step": 2, "text": "\\ud800"}\n[1, 2]\n{"step": 3, "cut sh')
     assert _read_jsonl(str(path)) == [{"step": 1}, {"step": 2, "text": "\ud800"}]
     assert capsys.readouterr().err.count("skipped") == 3
+
+
+CHECKPOINT = os.path.join(os.path.dirname(os.path.dirname(__file__)), "recipe_tapo", "toy", "cold_start_model")
+BEFORE_ERROR_TEMPLATE = os.path.join(os.path.dirname(TOY_TEMPLATE), "toy_synthesis_verbatim_before_error.txt")
+
+
+@pytest.mark.parametrize("prefix_end", ["after_error", "before_error"])
+def test_the_teacher_is_a_trainer_text_source(prefix_end):
+    """The tapo_teacher arm (`tapo.synthesis.text_source=recipe_tapo.toy.teacher.ToyTeacher`): the teacher
+    built as the trainer builds it (cls(trainer_config, tokenizer), from the toy profile), its outputs
+    through the trainer's own augmenter: every wrong answer of a group in the DCS band becomes a
+    constructed row that is the wrong answer's own ids up to the cut and scores right."""
+    from transformers import AutoTokenizer
+    from verl.utils.import_utils import load_class_from_fqn
+
+    from recipe_tapo.cold_start import DEFAULT_REWARD, compose_run_config, load_reward, make_score_fn, prepare_problems, rollout_batch
+    from recipe_tapo.config import TapoConfig
+    from recipe_tapo.data.rows import make_row
+    from recipe_tapo.trainer import eos_token_ids
+    from recipe_tapo.workers.augmentation import OK, TrajectoryAugmenter
+
+    overrides = ["profile=[tiny_cpu,toy_run]", "tapo.synthesis.text_source=recipe_tapo.toy.teacher.ToyTeacher",
+                 f"tapo.synthesis.prefix_end={prefix_end}"]
+    if prefix_end == "before_error":
+        overrides.append(f"tapo.synthesis.template_path={BEFORE_ERROR_TEMPLATE}")
+    config = compose_run_config("tapo_trainer", overrides, CHECKPOINT)
+    tokenizer = AutoTokenizer.from_pretrained(CHECKPOINT)
+    tapo = TapoConfig.from_omegaconf(config.tapo)
+    teacher = load_class_from_fqn(tapo.synthesis.text_source, "synthesis text source")(config, tokenizer)
+    assert teacher.prefix_end == prefix_end
+
+    rng = random.Random(4)
+    problem = sample_problem(rng, 4, 4)
+    answers = [write_solution(problem, rng)[0] for _ in range(3)]
+    while len(answers) < 8:  # 3 right and 5 wrong: inside the DCS band (>= 2 right, >= 4 wrong)
+        wrong, correct = write_solution(problem, rng, 0.5)
+        if not correct and first_wrong_step(wrong):
+            answers.append(wrong)
+    row = make_row("toy_chain", problem.text, str(problem.answer), "train", 0, "train-0", suffix="")
+    (chat,) = prepare_problems([row], tokenizer, {}, 64, skipped=Counter())
+    eos_ids = eos_token_ids(tokenizer, CHECKPOINT)
+    correct = [[index < 3 for index in range(8)]]
+    samples = [[tokenizer.encode(answer, add_special_tokens=False) + [eos_ids[0]] for answer in answers]]
+    batch = rollout_batch([chat], samples, tokenizer, 128, eos_ids, correct, [[float(c) for c in correct[0]]], "t")
+    score = make_score_fn(load_reward(DEFAULT_REWARD), tokenizer, eos_ids)
+    augmenter = TrajectoryAugmenter(tapo, tokenizer, response_length=128, eos_token_ids=eos_ids, text_source=teacher,
+                                    score_fn=score)
+    augmentation = augmenter.augment(batch, step=1)
+    assert [record["status"] for record in augmentation.records] == [OK] * tapo.selection.m_max
+    assert all(record["acc"] for record in augmentation.records)
+    assert len(augmentation.rows) == tapo.selection.m_max
+    for record in augmentation.records:
+        kept = record["wrong"].split("\n")[: first_wrong_step(record["wrong"]).line_index + (prefix_end == "after_error")]
+        assert record["trajectory"].startswith("\n".join(kept))
+        assert ("Wait," in record["trajectory"]) == (prefix_end == "after_error")
+
+
+def test_the_report_gives_t_intervals_and_paired_differences():
+    from recipe_tapo.toy.report import fmt_interval, paired_differences, t_interval
+
+    mean, half = t_interval([50.0, 52.0, 54.0])  # std 2, n 3: t(2) = 4.303
+    assert mean == 52.0 and abs(half - 4.303 * 2 / 3 ** 0.5) < 1e-9
+    assert fmt_interval(mean, half) == "[47.0, 57.0]"
+    assert t_interval([51.0]) == (51.0, None) and fmt_interval(51.0, None) == "n/a"
+    assert t_interval([]) == (None, None)
+    assert paired_differences({"0": 55.0, "1": 50.0, "2": None}, {"0": 52.0, "1": 51.0, "2": 49.0}) == [3.0, -1.0]
+
+
+def test_the_report_counts_inserted_right_and_reflecting_constructions():
+    from recipe_tapo.toy.report import arm_label, construction_counts
+
+    records = [{"status": "ok", "acc": True, "trajectory": "47 + 5 = 53\nWait, 47 + 5 = 52, not 53.\n\\boxed{52}"},
+               {"status": "ok", "acc": False, "trajectory": "47 + 5 = 52\n\\boxed{51}"},
+               {"status": "prefix_too_short", "acc": None, "trajectory": "4"}]
+    assert construction_counts(records) == {"inserted": 2, "right": 1, "reflecting": 1}
+    assert arm_label("tapo_teacher") == "tapo_teacher (oracle/upper bound, not TAPO)" and arm_label("grpo") == "grpo"

@@ -1,6 +1,8 @@
 """The toy experiment end to end under QUICK=1: every stage of run_scripts/run_toy_reproduction.sh
-(data, base SFT and cold-start SFT through verl's SFT trainer, the cold-start builder, GRPO and TAPO
-through verl's PPO trainer with the hf rollout, evaluation, report), shrunk to minutes."""
+(data, base SFT and cold-start SFT through verl's SFT trainer, the cold-start builder, the pre-RL
+measurements, GRPO, TAPO and the teacher-written TAPO arm through verl's PPO trainer with the hf
+rollout, evaluation sampled and greedy, the seed-0 checkpoints, report), shrunk to minutes. A smoke
+test: its 2 RL steps measure nothing."""
 
 import json
 import os
@@ -16,20 +18,27 @@ def test_quick_toy_reproduction_runs_every_stage(tmp_path):
     work = tmp_path / "toy"
     log = run_logged(["bash", "run_scripts/run_toy_reproduction.sh"], log_path=str(tmp_path / "toy.log"),
                      timeout_s=1500, env={"QUICK": "1", "WORK_DIR": str(work)})
-    for stage in ("data", "base_sft", "measure_base", "cold_start_data",
-                  "cold_start_sft", "measure_cold_start",
-                  "rl_grpo_s0", "eval_grpo_s0", "rl_tapo_s0", "eval_tapo_s0"):
+    arms = ("grpo", "tapo", "tapo_teacher")
+    for stage in ("data", "base_sft", "measure_base", "cold_start_data", "cold_start_sft", "measure_cold_start",
+                  "measure_cold_start_synthesis", "eval_cold_start",
+                  *(f"{kind}_{arm}_s0" for arm in arms for kind in ("rl", "eval")), *(f"export_{arm}" for arm in arms)):
         assert (work / ".stages" / f"{stage}.done").is_file(), stage
         assert f"stage {stage}: done" in log
     report = (work / "report.md").read_text()
     assert "| grpo | 1/1 |" in report and "| tapo | 1/1 |" in report
+    assert "| tapo_teacher (oracle/upper bound, not TAPO) | 1/1 |" in report
+    assert "| cold start (before RL) |" in report and "Paired difference to GRPO" in report
     assert "**tapo**" in report  # the TAPO arm's per-step synthesis table
     assert (work / "plot.png").stat().st_size > 1000
-    # Both arms ran verl's trainer for the same number of steps and logged through the file logger.
-    for arm in ("grpo", "tapo"):
+    # Every arm ran verl's trainer for the same number of steps and logged through the file logger.
+    for arm in arms:
         steps = [json.loads(line)["step"] for line in (work / "runs" / f"{arm}_s0" / "metrics.jsonl").open()]
         assert max(steps) == 2
-        assert (work / "eval" / f"{arm}_s0" / "eval_results.json").is_file()
+        for evaluation in ("", "greedy"):
+            assert (work / "eval" / f"{arm}_s0" / evaluation / "eval_results.json").is_file()
+        # seed 0's final HF folder, exported (under QUICK into the work folder, never into docs/)
+        exported = sorted(os.listdir(work / "export" / arm))
+        assert "config.json" in exported and "model.safetensors" in exported and "optim" not in " ".join(exported)
     tapo_steps = [json.loads(line)["data"] for line in (work / "runs" / "tapo_s0" / "metrics.jsonl").open()]
     assert any("tapo/pairs" in data for data in tapo_steps)
     assert os.listdir(work / "runs" / "tapo_s0" / "tapo_dump")

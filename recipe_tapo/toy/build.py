@@ -1,15 +1,16 @@
 """Build the toy task's model and data, deterministically by seed.
 
-    python -m recipe_tapo.toy.build --out DIR [--seed 0] [--train 4000] [--val 64] [--test 200] \\
+    python -m recipe_tapo.toy.build --out DIR [--seed 0] [--train 4000] [--val 500] [--test 1000] \\
         [--sft 6000] [--error-rate 0.08] [--data-only]
 
 writes into DIR:
 - `model/`: a character-level tokenizer (byte-level BPE with no merges: one token per ASCII
   character; ChatML template, eos `<|im_end|>`) and a randomly initialised Qwen2 (0.6M: 4 layers, width 128);
 - `data/{train,val,test}.parquet`: problems in the recipe's RL row layout (data source `toy_chain`),
-  disjoint by problem text. The prompt is the bare problem: the recipe's instruction suffix would be
-  70 of a ~100-character prompt, pure cost for a character-level model that learns the `\\boxed{}`
-  format from SFT anyway;
+  disjoint by problem text. The held-out splits are sized to separate arms (issue 16): 1000 test
+  problems and 500 validation problems, the split every setting of the toy experiment is chosen on.
+  The prompt is the bare problem: the recipe's instruction suffix would be 70 of a ~100-character
+  prompt, pure cost for a character-level model that learns the `\\boxed{}` format from SFT anyway;
 - `data/sft.parquet`: `messages` chats (prompt, then a step-per-line solution in which each step is
   wrong with probability `--error-rate`), for the plain SFT that gives the policy its starting skill
   and its natural mistakes (with `--data-only`: the RL splits alone, for a run from a trained
@@ -80,8 +81,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train", type=int, default=4000)
-    parser.add_argument("--val", type=int, default=64)
-    parser.add_argument("--test", type=int, default=200)
+    parser.add_argument("--val", type=int, default=500)
+    parser.add_argument("--test", type=int, default=1000)
     parser.add_argument("--sft", type=int, default=6000)
     parser.add_argument("--error-rate", type=float, default=0.08, help="chance that an SFT solution step is wrong")
     parser.add_argument("--data-only", action="store_true", help="the RL splits only: no model, no SFT file")

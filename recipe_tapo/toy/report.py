@@ -1,19 +1,27 @@
 """The toy experiment's report: one markdown file and one PNG plot from a work folder.
 
-    python -m recipe_tapo.toy.report --work-dir DIR --arms grpo tapo --seeds 0 1 2 --rl-steps 12
+    python -m recipe_tapo.toy.report --work-dir DIR --arms grpo tapo tapo_teacher --seeds 0 1 2 --rl-steps 40 \
+        [--eval-split test]
 
 Reads what `run_scripts/run_toy_reproduction.sh` leaves in DIR:
 - `.stages/<stage>.done`: each stage's wall time in seconds;
-- `eval/pre_rl_base`, `eval/pre_rl_cold_start` (validation set, groups of n samples) and
-  `eval/<arm>_s<seed>` (held-out test set): `eval_results.json` and `samples.jsonl` of
-  `python -m recipe_tapo.evaluation.evaluate`;
-- `cold_start/stats.json` of `python -m recipe_tapo.cold_start`;
+- `eval/pre_rl_base`, `eval/pre_rl_cold_start` (validation set, groups of n samples), and
+  `eval/cold_start` and `eval/<arm>_s<seed>` (the split the arms are scored on: n samples at
+  temperature 1, and one greedy answer per problem in `greedy/`): `eval_results.json` and
+  `samples.jsonl` of `python -m recipe_tapo.evaluation.evaluate`;
+- `cold_start/` and `eval/pre_rl_synthesis/`: `stats.json` and `synthesis_records.jsonl` of
+  `python -m recipe_tapo.cold_start` (the teacher's synthesis for the cold-start data; the cold-started
+  policy's own synthesis on the RL prompts, before RL);
 - `runs/<arm>_s<seed>/metrics.jsonl`: verl's file logger (one line per step: validation and `tapo/`
   metrics); `runs/<arm>_s<seed>/tapo_dump/step_*.jsonl`: the TAPO trainer's synthesis attempts.
 
 Writes DIR/report.md and DIR/plot.png (validation accuracy per step per arm, mean and spread over
 seeds; for the TAPO arms the synthesis parse rate and the constructed/inserted rows per step).
-Missing pieces are reported as missing, never invented.
+Per arm: the mean and sample standard deviation over seeds, a 95% t-interval over seeds, and the
+paired per-seed difference to GRPO (a seed gives both arms the same data order and rollout seed)
+with its 95% t-interval. `tapo_teacher` (the programmatic teacher writes every synthesis) is an
+oracle / upper bound and is labelled so wherever it appears. Missing pieces are reported as
+missing, never invented.
 """
 
 from __future__ import annotations
@@ -27,10 +35,29 @@ import re
 import sys
 from collections import Counter, defaultdict
 
+from recipe_tapo.evaluation.metrics import reflects
 from recipe_tapo.textio import iter_json_lines
 
 BENCHMARK = "toy_chain"
 VAL_KEY = re.compile(r"^val-core/[^/]+/(acc|score|reward)/mean@(\d+)$")
+BASELINE_ARM = "grpo"
+ARM_LABELS = {"tapo_teacher": "tapo_teacher (oracle/upper bound, not TAPO)"}
+SPLIT_NAMES = {"test": "Test set (held out)", "val": "Validation set (the split settings are chosen on)"}
+# The per-step TAPO metrics of the report's table; the last two come from the reworked trainer and
+# are shown when a run logged them.
+TAPO_STEP_KEYS = ("tapo/eligible_groups", "tapo/pairs", "tapo/parse_rate", "tapo/splice_rate", "tapo/constructed_rows",
+                  "tapo/constructed_acc", "tapo/constructed_token_share", "tapo/prefix_net_advantage",
+                  "tapo/ots_weight_max/inserted")
+OPTIONAL_STEP_KEYS = ("tapo/prefix_net_advantage", "tapo/ots_weight_max/inserted")
+# Two-sided 95% quantiles of Student's t by degrees of freedom (1-30); the normal's 1.96 beyond.
+_T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+          2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+          2.045, 2.042)
+
+
+def arm_label(arm: str) -> str:
+    """The arm's name as the report prints it (the oracle arm says what it is)."""
+    return ARM_LABELS.get(arm, arm)
 
 
 def _read_json(path: str):
@@ -65,15 +92,55 @@ def mean_std(values: list[float]) -> tuple[float | None, float | None]:
     return mean, math.sqrt(sum((value - mean) ** 2 for value in values) / (len(values) - 1))
 
 
+def t_interval(values: list[float]) -> tuple[float | None, float | None]:
+    """Mean and half-width of the two-sided 95% Student-t interval of the mean (None below 2 values)."""
+    values = [value for value in values if value is not None and not math.isnan(value)]
+    mean, std = mean_std(values)
+    if mean is None or len(values) < 2:
+        return mean, None
+    df = len(values) - 1
+    quantile = _T_975[df - 1] if df <= len(_T_975) else 1.96
+    return mean, quantile * std / math.sqrt(len(values))
+
+
+def fmt_interval(mean: float | None, half: float | None, digits: int = 1) -> str:
+    """[low, high] of a mean and half-width, or n/a."""
+    if mean is None or half is None:
+        return "n/a"
+    return f"[{mean - half:.{digits}f}, {mean + half:.{digits}f}]"
+
+
+def paired_differences(values: dict[str, float | None], baseline: dict[str, float | None]) -> list[float]:
+    """value - baseline for each seed both have."""
+    return [values[seed] - baseline[seed] for seed in values
+            if values.get(seed) is not None and baseline.get(seed) is not None]
+
+
 def _percent(rate: float | None) -> str:
     return "n/a" if rate is None else f"{100 * rate:.1f}%"
 
 
-def _synthesis_rates(stats: dict) -> str:
-    """The synthesis part of a cold-start builder's `stats.json`, in words."""
-    return (f"{stats['synthesis_requests']} synthesis requests, {stats.get('synthesis_answered', 'n/a')} answered, "
-            f"parse rate {_percent(stats.get('parse_rate'))}, splice rate {_percent(stats.get('splice_rate'))}, "
-            f"constructions verified correct {_percent(stats.get('verified_rate'))}")
+def _share(part: int, whole: int) -> str:
+    return f"{part} of {whole} ({_percent(part / whole if whole else None)})"
+
+
+def construction_counts(records: list[dict]) -> dict[str, int]:
+    """Inserted constructions (status ok) among synthesis attempts, how many end right and how many
+    reflect (a self-correction marker of `recipe_tapo.evaluation.metrics`, e.g. "Wait,")."""
+    inserted = [record for record in records if record.get("status") == "ok"]
+    return {"inserted": len(inserted), "right": sum(1 for record in inserted if record.get("acc")),
+            "reflecting": sum(1 for record in inserted if reflects(record.get("trajectory") or ""))}
+
+
+def _synthesis_rates(stats: dict, counts: dict[str, int] | None) -> str:
+    """The synthesis part of a cold-start builder's `stats.json` (and its records), in words."""
+    text = (f"{stats['synthesis_requests']} synthesis requests, {stats.get('synthesis_answered', 'n/a')} answered, "
+            f"parse rate {_percent(stats.get('parse_rate'))}, splice rate {_percent(stats.get('splice_rate'))} of parsed")
+    if counts:
+        text += (f"; inserted constructions: {_share(counts['inserted'], stats['synthesis_requests'])} of the requests, "
+                 f"ending right: {_share(counts['right'], counts['inserted'])}, "
+                 f"reflecting: {_share(counts['reflecting'], counts['inserted'])}")
+    return text
 
 
 def fmt(mean: float | None, std: float | None = None, digits: int = 1) -> str:
@@ -139,46 +206,53 @@ def group_stats(samples_path: str, n_pos: int = 2, n_neg: int = 4) -> dict | Non
 
 
 def eval_metrics(eval_dir: str) -> dict[str, float | None] | None:
+    """An evaluation's metrics (percent) and its size (`problems`, `samples` per problem), or None."""
     report = _read_json(os.path.join(eval_dir, "eval_results.json"))
     if not report:
         return None
     benchmark = report.get("benchmarks", {}).get(BENCHMARK)
-    return None if benchmark is None else dict(benchmark["metrics"])
+    if benchmark is None:
+        return None
+    return {**benchmark["metrics"], "problems": benchmark.get("num_problems"),
+            "samples": max(benchmark.get("samples_per_problem") or [0])}
 
 
-def dump_statuses(run_dir: str) -> Counter:
-    statuses: Counter = Counter()
-    for path in glob.glob(os.path.join(run_dir, "tapo_dump", "step_*.jsonl")):
-        for record in _read_jsonl(path):
-            statuses[str(record.get("status"))] += 1
-    return statuses
-
-
-def dump_examples(run_dir: str, limit: int = 2) -> list[dict]:
-    """A few inserted constructions (the policy's own synthesis), for the report."""
-    examples = []
+def dump_records(run_dir: str) -> list[dict]:
+    """Every synthesis attempt in a TAPO run's dumps, in step order."""
+    records = []
     for path in sorted(glob.glob(os.path.join(run_dir, "tapo_dump", "step_*.jsonl"))):
-        for record in _read_jsonl(path):
-            if record.get("status") == "ok" and len(examples) < limit:
-                examples.append(record)
-    return examples
+        records.extend(_read_jsonl(path))
+    return records
+
+
+def _builder_records(folder: str) -> dict[str, int] | None:
+    """`construction_counts` of a cold-start builder's `synthesis_records.jsonl`, None when absent."""
+    path = os.path.join(folder, "synthesis_records.jsonl")
+    return construction_counts(_read_jsonl(path)) if os.path.isfile(path) else None
 
 
 def collect(work_dir: str, arms: list[str], seeds: list[str]) -> dict:
+    eval_root = os.path.join(work_dir, "eval")
     data = {"stages": stage_times(work_dir), "runs": {}, "pre_rl": {},
             "cold_start": _read_json(os.path.join(work_dir, "cold_start", "stats.json")),
-            "pre_rl_synthesis": _read_json(os.path.join(work_dir, "eval", "pre_rl_synthesis", "stats.json"))}
+            "cold_start_counts": _builder_records(os.path.join(work_dir, "cold_start")),
+            "pre_rl_synthesis": _read_json(os.path.join(eval_root, "pre_rl_synthesis", "stats.json")),
+            "pre_rl_synthesis_counts": _builder_records(os.path.join(eval_root, "pre_rl_synthesis")),
+            "cold_start_eval": {"test": eval_metrics(os.path.join(eval_root, "cold_start")),
+                                "greedy": eval_metrics(os.path.join(eval_root, "cold_start", "greedy"))}}
     for name in ("base", "cold_start"):
-        eval_dir = os.path.join(work_dir, "eval", f"pre_rl_{name}")
-        data["pre_rl"][name] = group_stats(os.path.join(eval_dir, "samples.jsonl"))
+        data["pre_rl"][name] = group_stats(os.path.join(eval_root, f"pre_rl_{name}", "samples.jsonl"))
     for arm in arms:
         for seed in seeds:
             run_dir = os.path.join(work_dir, "runs", f"{arm}_s{seed}")
+            records = dump_records(run_dir)
             data["runs"][(arm, seed)] = {
                 "steps": step_metrics(run_dir),
-                "test": eval_metrics(os.path.join(work_dir, "eval", f"{arm}_s{seed}")),
-                "dump": dump_statuses(run_dir),
-                "examples": dump_examples(run_dir),
+                "test": eval_metrics(os.path.join(eval_root, f"{arm}_s{seed}")),
+                "greedy": eval_metrics(os.path.join(eval_root, f"{arm}_s{seed}", "greedy")),
+                "dump": Counter(str(record.get("status")) for record in records),
+                "counts": construction_counts(records),
+                "examples": [record for record in records if record.get("status") == "ok"][:2],
             }
     return data
 
@@ -227,7 +301,7 @@ def plot(data: dict, arms: list[str], seeds: list[str], path: str) -> None:
         stats = [mean_std([curve.get(step) for curve in curves]) for step in steps]
         means = [mean for mean, _ in stats]
         stds = [std for _, std in stats]
-        ax.plot(steps, means, marker="o", label=f"{arm} (n={len(seeds)})")
+        ax.plot(steps, means, marker="o", label=f"{arm_label(arm)} (n={len(seeds)})")
         ax.fill_between(steps, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)], alpha=0.2)
     ax.set_title("validation accuracy (sampled, %)")
     ax.set_xlabel("step")
@@ -235,7 +309,7 @@ def plot(data: dict, arms: list[str], seeds: list[str], path: str) -> None:
         ax.legend()
     ax = axes[1]
     for arm in arms:
-        _errorbar(ax, _series([data["runs"][(arm, seed)] for seed in seeds], "critic/score/mean"), arm, scale=100)
+        _errorbar(ax, _series([data["runs"][(arm, seed)] for seed in seeds], "critic/score/mean"), arm_label(arm), scale=100)
     ax.set_title("training rollouts: accuracy (original rows, %)")
     ax.set_xlabel("step")
     if ax.get_legend_handles_labels()[0]:
@@ -244,13 +318,13 @@ def plot(data: dict, arms: list[str], seeds: list[str], path: str) -> None:
                            (axes[3], "tapo/constructed_rows", "TAPO: constructed rows inserted per step")):
         for arm in tapo_arms:
             when = "tapo/synthesis_answered" if key == "tapo/parse_rate" else None
-            _errorbar(ax, _series([data["runs"][(arm, seed)] for seed in seeds], key, when), arm)
+            _errorbar(ax, _series([data["runs"][(arm, seed)] for seed in seeds], key, when), arm_label(arm))
         if key == "tapo/constructed_rows":
             for arm in tapo_arms:
                 series = _series([data["runs"][(arm, seed)] for seed in seeds], "tapo/pairs")
                 if series:
                     ax.plot(list(series), [value[0] for value in series.values()], linestyle="--",
-                            label=f"{arm}: pairs (synthesis requests)")
+                            label=f"{arm_label(arm)}: pairs (synthesis requests)")
         ax.set_title(title + (" (steps with synthesis outputs)" if key == "tapo/parse_rate" else ""))
         ax.set_xlabel("step")
         if ax.get_legend_handles_labels()[0]:
@@ -260,71 +334,103 @@ def plot(data: dict, arms: list[str], seeds: list[str], path: str) -> None:
     plt.close(figure)
 
 
-def render(data: dict, arms: list[str], seeds: list[str], rl_steps: int, quick: bool, command: str) -> str:
-    lines = ["# Toy experiment: TAPO vs GRPO on CPU", ""]
-    lines += [f"Made by `{command}`" + (" (QUICK=1: a smoke run, not a measurement)." if quick else "."), ""]
-    lines += [f"Arms: {', '.join(arms)}; seeds: {', '.join(seeds)}; {rl_steps} RL steps each, from the same "
-              "cold-start checkpoint. Mean ± sample standard deviation over seeds. Percentages.", ""]
+def _final_val(run: dict) -> float | None:
+    curve = _val_curve(run["steps"])
+    return curve[max(curve)] if curve else None
 
-    lines += ["## Test set (held out)", ""]
+
+def _per_seed(data: dict, arm: str, seeds: list[str], source: str, key: str) -> dict[str, float | None]:
+    """{seed: metric} of one arm from its evaluation (`source` "test" or "greedy")."""
+    return {seed: (data["runs"][(arm, seed)][source] or {}).get(key) for seed in seeds}
+
+
+def _size(data: dict, arms: list[str], seeds: list[str], source: str) -> str:
+    """"N problems x n samples" of the arms' evaluations (the first one found)."""
+    for arm in arms:
+        for seed in seeds:
+            found = data["runs"][(arm, seed)][source]
+            if found and found.get("problems"):
+                return f"{found['problems']} problems x {found['samples']}"
+    return "missing"
+
+
+def _results_table(data: dict, arms: list[str], seeds: list[str]) -> list[str]:
     ks = sorted({int(key.split("@")[1]) for run in data["runs"].values() if run["test"]
                  for key in run["test"] if key.startswith("pass@")})
-    header = ["arm", "seeds"] + [f"Pass@{k}" for k in ks] + ["DSR", "ERR", "reflecting", "val acc first", "val acc last"]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    header = (["arm", "seeds", "Pass@1", "Pass@1 95% CI"] + [f"Pass@{k}" for k in ks if k > 1]
+              + ["greedy", "greedy 95% CI", "DSR", "ERR", "reflecting", "val acc first", "val acc last"])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    cold, cold_greedy = data["cold_start_eval"]["test"] or {}, data["cold_start_eval"]["greedy"] or {}
+    if cold or cold_greedy:
+        cells = ["cold start (before RL)", "-", fmt(cold.get("pass@1")), "-"]
+        cells += [fmt(cold.get(f"pass@{k}")) for k in ks if k > 1]
+        cells += [fmt(cold_greedy.get("pass@1")), "-"] + [fmt(cold.get(key)) for key in ("dsr", "err", "reflection_rate")]
+        lines.append("| " + " | ".join(cells + ["-", "-"]) + " |")
     for arm in arms:
         runs = [data["runs"][(arm, seed)] for seed in seeds]
         done = [run for run in runs if run["test"]]
-        cells = [arm, f"{len(done)}/{len(runs)}"]
-        for k in ks:
-            cells.append(fmt(*mean_std([run["test"].get(f"pass@{k}") for run in done])))
-        for key in ("dsr", "err", "reflection_rate"):
-            cells.append(fmt(*mean_std([run["test"].get(key) for run in done])))
-        firsts, lasts = [], []
-        for run in runs:
-            curve = _val_curve(run["steps"])
-            if curve:
-                firsts.append(curve[min(curve)])
-                lasts.append(curve[max(curve)])
-        cells += [fmt(*mean_std(firsts)), fmt(*mean_std(lasts))]
+        pass1 = list(_per_seed(data, arm, seeds, "test", "pass@1").values())
+        greedy = list(_per_seed(data, arm, seeds, "greedy", "pass@1").values())
+        cells = [arm_label(arm), f"{len(done)}/{len(runs)}", fmt(*mean_std(pass1)), fmt_interval(*t_interval(pass1))]
+        cells += [fmt(*mean_std([run["test"].get(f"pass@{k}") for run in done])) for k in ks if k > 1]
+        cells += [fmt(*mean_std(greedy)), fmt_interval(*t_interval(greedy))]
+        cells += [fmt(*mean_std([run["test"].get(key) for run in done])) for key in ("dsr", "err", "reflection_rate")]
+        firsts = [curve[min(curve)] for curve in map(_val_curve, (run["steps"] for run in runs)) if curve]
+        cells += [fmt(*mean_std(firsts)), fmt(*mean_std([_final_val(run) for run in runs]))]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Per seed (test Pass@1 / DSR / ERR / reflecting; last validation accuracy):", ""]
-    lines += ["| arm | " + " | ".join(f"seed {seed}" for seed in seeds) + " |", "|---|" + "---|" * len(seeds)]
+    return lines
+
+
+def _paired_table(data: dict, arms: list[str], seeds: list[str]) -> list[str]:
+    """Each arm minus GRPO, seed by seed: mean, 95% t-interval and the per-seed differences."""
+    lines = ["| arm | Pass@1 - GRPO | 95% CI | per seed | greedy - GRPO | 95% CI | per seed |",
+             "|---|---|---|---|---|---|---|"]
     for arm in arms:
-        cells = [arm]
-        for seed in seeds:
-            run = data["runs"][(arm, seed)]
-            test = run["test"] or {}
-            curve = _val_curve(run["steps"])
-            cells.append(" / ".join(fmt(test.get(key)) for key in ("pass@1", "dsr", "err", "reflection_rate"))
-                         + f"; {fmt(curve[max(curve)]) if curve else 'n/a'}")
+        if arm == BASELINE_ARM:
+            continue
+        cells = [arm_label(arm)]
+        for source in ("test", "greedy"):
+            differences = paired_differences(_per_seed(data, arm, seeds, source, "pass@1"),
+                                             _per_seed(data, BASELINE_ARM, seeds, source, "pass@1"))
+            mean, half = t_interval(differences)
+            cells += [fmt(mean, digits=1) if mean is None else f"{mean:+.1f}", fmt_interval(mean, half),
+                      ", ".join(f"{value:+.1f}" for value in differences) or "n/a"]
         lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
-    lines += ["", "## TAPO: the policy's own synthesis, per step (mean over seeds)", ""]
-    keys = ["tapo/eligible_groups", "tapo/pairs", "tapo/parse_rate", "tapo/splice_rate", "tapo/constructed_rows",
-            "tapo/constructed_acc", "tapo/constructed_token_share"]
-    for arm in [arm for arm in arms if arm.startswith("tapo")]:
-        runs = [data["runs"][(arm, seed)] for seed in seeds]
-        series = {key: _series(runs, key) for key in keys}
-        steps = sorted({step for values in series.values() for step in values})
-        lines += [f"**{arm}**", "", "| step | " + " | ".join(key.split("/", 1)[1] for key in keys) + " |",
-                  "|---|" + "---|" * len(keys)]
-        for step in steps:
-            lines.append(f"| {step} | " + " | ".join(fmt(series[key].get(step, (None, None))[0], digits=2)
-                                                   for key in keys) + " |")
-        parsed = [run["steps"][step].get("tapo/parse_rate") for run in runs for step in run["steps"]
-                  if "tapo/parse_rate" in run["steps"][step] and run["steps"][step].get("tapo/pairs", 0) > 0]
-        with_rows = [run["steps"][step].get("tapo/constructed_rows", 0) > 0 for run in runs for step in run["steps"]
-                     if "tapo/pairs" in run["steps"][step]]
-        statuses = sum((run["dump"] for run in runs), Counter())
-        lines += ["", f"Over all steps and seeds: parse rate {fmt(100 * (sum(parsed) / len(parsed)) if parsed else None)}% "
-                  f"(mean over steps with pairs), constructions inserted in {sum(with_rows)} of {len(with_rows)} steps; "
-                  f"dump statuses: {dict(statuses.most_common())}.", ""]
-        for example in runs[0]["examples"][:1] if runs else []:
-            lines += ["One inserted construction (dump of seed " + seeds[0] + f", step {example['step']}): the "
-                      "wrong answer, the policy's synthesis output, the trained trajectory:", "", "```",
-                      example["wrong"], "---", example["synthesis"], "---", example["trajectory"], "```", ""]
 
-    lines += ["## Before RL (validation set, sampled at temperature 1)", ""]
+def _tapo_section(data: dict, arm: str, seeds: list[str]) -> list[str]:
+    runs = [data["runs"][(arm, seed)] for seed in seeds]
+    keys = [key for key in TAPO_STEP_KEYS
+            if key not in OPTIONAL_STEP_KEYS or any(key in metrics for run in runs for metrics in run["steps"].values())]
+    series = {key: _series(runs, key) for key in keys}
+    steps = sorted({step for values in series.values() for step in values})
+    lines = [f"**{arm_label(arm)}**", "", "| step | " + " | ".join(key.split("/", 1)[1] for key in keys) + " |",
+             "|---|" + "---|" * len(keys)]
+    for step in steps:
+        lines.append(f"| {step} | " + " | ".join(fmt(series[key].get(step, (None, None))[0], digits=2)
+                                               for key in keys) + " |")
+    parsed = [run["steps"][step].get("tapo/parse_rate") for run in runs for step in run["steps"]
+              if "tapo/parse_rate" in run["steps"][step] and run["steps"][step].get("tapo/pairs", 0) > 0]
+    with_rows = [run["steps"][step].get("tapo/constructed_rows", 0) > 0 for run in runs for step in run["steps"]
+                 if "tapo/pairs" in run["steps"][step]]
+    requests = int(sum(metrics.get("tapo/synthesis_requests", 0) for run in runs for metrics in run["steps"].values()))
+    counts = {key: sum(run["counts"][key] for run in runs) for key in ("inserted", "right", "reflecting")}
+    statuses = sum((run["dump"] for run in runs), Counter())
+    lines += ["", f"Over all steps and seeds: parse rate {fmt(100 * (sum(parsed) / len(parsed)) if parsed else None)}% "
+              f"(mean over steps with pairs), constructions inserted in {sum(with_rows)} of {len(with_rows)} steps; "
+              f"inserted constructions: {_share(counts['inserted'], requests)} of the synthesis requests, ending right: "
+              f"{_share(counts['right'], counts['inserted'])}, reflecting: {_share(counts['reflecting'], counts['inserted'])}; "
+              f"dump statuses: {dict(statuses.most_common())}.", ""]
+    for example in runs[0]["examples"][:1] if runs else []:
+        lines += ["One inserted construction (dump of seed " + seeds[0] + f", step {example['step']}): the "
+                  "wrong answer, the synthesis output, the trained trajectory:", "", "```",
+                  example["wrong"], "---", example["synthesis"], "---", example["trajectory"], "```", ""]
+    return lines
+
+
+def _pre_rl_section(data: dict) -> list[str]:
+    lines = ["## Before RL (validation set, sampled at temperature 1)", ""]
     lines += ["| model | accuracy | groups | mixed | in the DCS band (>=2 right, >=4 wrong) | all right | all wrong |",
               "|---|---|---|---|---|---|---|"]
     for name, label in (("base", "base SFT"), ("cold_start", "cold start")):
@@ -337,13 +443,48 @@ def render(data: dict, arms: list[str], seeds: list[str], rl_steps: int, quick: 
     cold = data.get("cold_start")
     if cold:
         lines += ["", f"Cold-start data: {cold['examples']} examples (plus plain solution chats, see the script); "
-                  f"rollout accuracy {_percent(cold.get('rollout_acc'))}, {_synthesis_rates(cold)}; synthesizer: "
-                  "the programmatic teacher."]
+                  f"rollout accuracy {_percent(cold.get('rollout_acc'))}, "
+                  f"{_synthesis_rates(cold, data.get('cold_start_counts'))}; synthesizer: the programmatic teacher."]
     own = data.get("pre_rl_synthesis")
     if own:
-        lines += ["", f"The cold-started policy's own synthesis before RL (validation problems, K={own['k']}, any mixed "
-                  f"group, the RL runs' prompts): {_synthesis_rates(own)}; statuses {own.get('synthesis_statuses')}."]
+        lines += ["", f"The cold-started policy's own synthesis before RL (its rollouts on training problems the "
+                  f"cold-start data never used, K={own['k']}, the RL runs' prompts, budgets and DCS band): "
+                  f"{_synthesis_rates(own, data.get('pre_rl_synthesis_counts'))}; statuses {own.get('synthesis_statuses')}."]
+    return lines
 
+
+def render(data: dict, arms: list[str], seeds: list[str], rl_steps: int, quick: bool, command: str,
+           eval_split: str = "test") -> str:
+    lines = ["# Toy experiment: TAPO vs GRPO on CPU", ""]
+    lines += [f"Made by `{command}`" + (" (QUICK=1: a smoke run, not a measurement)." if quick else "."), ""]
+    lines += [f"Arms: {', '.join(map(arm_label, arms))}; seeds: {', '.join(seeds)}; {rl_steps} RL steps each, from "
+              "the same cold-start checkpoint. Mean ± sample standard deviation over seeds; 95% CI: Student-t "
+              "interval over seeds. Percentages.", ""]
+
+    lines += [f"## {SPLIT_NAMES[eval_split]}", "",
+              f"Sampled: {_size(data, arms, seeds, 'test')} samples at temperature 1 (Pass@k, DSR, ERR, reflecting); "
+              f"greedy: {_size(data, arms, seeds, 'greedy')} answer at temperature 0.", ""]
+    lines += _results_table(data, arms, seeds)
+    if BASELINE_ARM in arms and len(arms) > 1:
+        lines += ["", "Paired difference to GRPO (a seed gives both arms the same data order and rollout seed):", ""]
+        lines += _paired_table(data, arms, seeds)
+    lines += ["", "Per seed (Pass@1 / greedy / DSR / ERR / reflecting; last validation accuracy):", ""]
+    lines += ["| arm | " + " | ".join(f"seed {seed}" for seed in seeds) + " |", "|---|" + "---|" * len(seeds)]
+    for arm in arms:
+        cells = [arm_label(arm)]
+        for seed in seeds:
+            run = data["runs"][(arm, seed)]
+            test, greedy = run["test"] or {}, run["greedy"] or {}
+            cells.append(" / ".join([fmt(test.get("pass@1")), fmt(greedy.get("pass@1"))]
+                                    + [fmt(test.get(key)) for key in ("dsr", "err", "reflection_rate")])
+                         + f"; {fmt(_final_val(run))}")
+        lines.append("| " + " | ".join(cells) + " |")
+
+    lines += ["", "## TAPO: the synthesis during RL, per step (mean over seeds)", ""]
+    for arm in [arm for arm in arms if arm.startswith("tapo")]:
+        lines += _tapo_section(data, arm, seeds)
+
+    lines += _pre_rl_section(data)
     lines += ["", "## Wall time per stage (seconds)", "", "| stage | seconds |", "|---|---|"]
     for name, seconds in data["stages"].items():
         lines.append(f"| {name} | {seconds} |")
@@ -358,6 +499,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--arms", nargs="+", required=True)
     parser.add_argument("--seeds", nargs="+", required=True)
     parser.add_argument("--rl-steps", type=int, required=True)
+    parser.add_argument("--eval-split", choices=sorted(SPLIT_NAMES), default="test",
+                        help="the split the arms were scored on (the script's EVAL_SPLIT)")
     parser.add_argument("--quick", default="0")
     parser.add_argument("--command", default=None, help="the command that made the work folder (for the report)")
     args = parser.parse_args(argv)
@@ -366,7 +509,7 @@ def main(argv: list[str] | None = None) -> None:
     data = collect(args.work_dir, args.arms, args.seeds)
     report_path = os.path.join(args.work_dir, "report.md")
     with open(report_path, "w", encoding="utf-8") as handle:
-        handle.write(render(data, args.arms, args.seeds, args.rl_steps, quick, command))
+        handle.write(render(data, args.arms, args.seeds, args.rl_steps, quick, command, args.eval_split))
     plot(data, args.arms, args.seeds, os.path.join(args.work_dir, "plot.png"))
     print(f"wrote {report_path} and {os.path.join(args.work_dir, 'plot.png')}")
 
