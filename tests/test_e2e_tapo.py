@@ -132,6 +132,51 @@ def test_a_failed_synthesis_round_leaves_a_grpo_step(tmp_path):
     assert steps[2]["tapo/round_failed"] == 0 and steps[2]["tapo/constructed_rows"] > 0
 
 
+def test_a_run_whose_synthesis_never_answers_stops_with_the_cause(tmp_path):
+    overrides = [item.replace("HalfThenRight", "AlwaysFails") for item in DOUBLE]
+    with pytest.raises(AssertionError) as failure:
+        _run(tmp_path, "always_fails", 3, *overrides, "tapo.synthesis.max_failed_rounds=2")
+    log = (tmp_path / "always_fails.log").read_text()
+    assert "2 synthesis rounds in a row answered no request (tapo.synthesis.max_failed_rounds=2)" in log
+    assert "the synthesis server is unreachable" in log
+    assert "step:3 " not in log and "exit code" in str(failure.value)
+
+
+def test_a_stalled_synthesis_server_costs_the_deadline_not_the_step(tmp_path):
+    """Half the requests never answer: what finished by the deadline is trained on, the rest is
+    aborted through the replicas and counted, the step waits the deadline (plus the abort's grace)
+    and the next step's rollouts run on resumed replicas."""
+    overrides = [item.replace("HalfThenRight", "SlowForHalf") for item in DOUBLE]
+    timeout_s = 3.0
+    _, steps = _run(tmp_path, "stalled", 2, *overrides, f"tapo.synthesis.timeout_s={timeout_s}")
+    for step in (1, 2):
+        metrics = steps[step]
+        assert metrics["tapo/fail/timeout"] >= 1 and metrics["tapo/constructed_rows"] >= 1
+        assert metrics["tapo/round_failed"] == 0
+        assert timeout_s <= metrics["tapo/wait_after_rollout_seconds"] < timeout_s + 5.0 + 3.0  # + grace + margin
+        assert metrics["actor/grad_norm"] > 0
+
+
+@pytest.mark.parametrize(
+    "correction",
+    [
+        ["algorithm.rollout_correction.rollout_is=token", "algorithm.rollout_correction.rollout_is_batch_normalize=true"],
+        ["algorithm.rollout_correction.rollout_rs=token_k2", "algorithm.rollout_correction.rollout_rs_threshold=0.01"],
+    ],
+    ids=["is_batch_normalized", "rejection_sampling"],
+)
+def test_rollout_correction_runs_over_the_original_rows(tmp_path, correction):
+    log, steps = _run(tmp_path, "corr", 2, *DOUBLE, *correction)
+    for step in (1, 2):
+        metrics = steps[step]
+        assert metrics["tapo/constructed_rows"] >= 1 and math.isfinite(metrics["actor/pg_loss"])
+        assert any(key.startswith("rollout_corr/") for key in metrics), sorted(metrics)
+        if "rollout_is=token" in correction[0]:
+            assert metrics["rollout_corr/rollout_is_batch_norm_factor"] > 0
+        else:
+            assert 0 <= metrics["rollout_corr/rollout_rs_masked_fraction"] <= 1
+
+
 def test_disabled_tapo_is_verls_grpo(tmp_path):
     """tapo.enable=false through the TAPO trainer's loop gives verl's GRPO, metric for metric."""
     _, tapo_off = _run(tmp_path, "off", 2, "tapo.enable=false", "trainer.val_before_train=false")

@@ -85,6 +85,8 @@ class TapoAgentLoopManager(AgentLoopManager):
         outcome.timings.update(
             rollout_seconds=rollout_done - started,
             after_rollout_seconds=last_output - rollout_done,
+            # what the step waited past its rollouts: at most timeout_s plus the abort's grace
+            wait_after_rollout_seconds=time.monotonic() - rollout_done,
             rollout_to_last_synthesis_seconds=last_output - started,
         )
         self._outcomes[step] = outcome

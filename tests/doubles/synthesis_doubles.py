@@ -5,6 +5,8 @@ only; selection, prompts, parsing, splicing, scoring, advantages and the update 
 They run inside the trainer's Ray process, which finds this folder through PYTHONPATH.
 """
 
+import asyncio
+
 from recipe_tapo.workers.augmentation import GeneratedText
 
 
@@ -38,3 +40,25 @@ class FailsOnFirstRound(HalfThenRight):
         if type(self).rounds == 1:
             raise ConnectionError("injected fault: the synthesis round failed")
         return super().__call__(requests, timeout_s)
+
+
+class SlowForHalf(HalfThenRight):
+    """A per-request (async) source like the rollout servers' client: every second request
+    answers at once, the others never within a test's deadline (a stalled server)."""
+
+    def __init__(self, config, tokenizer):
+        super().__init__(config, tokenizer)
+        self.requests = 0
+
+    async def generate(self, request):
+        self.requests += 1
+        if self.requests % 2 == 0:
+            await asyncio.sleep(3600)
+        return GeneratedText(self.write(request), num_tokens=len(request.wrong) // 2 + 8)
+
+
+class AlwaysFails(HalfThenRight):
+    """Every round raises: a synthesis path that never works (the run must stop, not turn into GRPO)."""
+
+    def __call__(self, requests, timeout_s):
+        raise ConnectionError("injected fault: the synthesis server is unreachable")
