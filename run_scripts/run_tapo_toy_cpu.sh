@@ -14,8 +14,9 @@ TOY_DIR=${TOY_DIR:-/tmp/tapo_toy}
 STEPS=${STEPS:-4}
 MODEL=${MODEL:-$(pwd)/recipe_tapo/toy/cold_start_model}
 
-# The toy splits with the reproduction's seed and sizes, so the problems are the ones the shipped
-# checkpoint never saw in SFT (no SFT file, no random model: only the data).
+# The toy splits with the reproduction's seed and sizes (no SFT file, no random model: only the data):
+# validation problems the shipped checkpoint never saw in SFT; the first 2000 of the 4000 training
+# problems were in its cold-start data (recipe_tapo/toy/cold_start_model/README.md).
 python -m recipe_tapo.toy.build --out "$TOY_DIR" --seed 0 --data-only
 
 export VERL_PLATFORM=cpu          # opt in to the recipe's CPU platform (never auto-detected)
