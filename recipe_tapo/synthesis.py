@@ -134,7 +134,9 @@ class SynthesisPromptBuilder:
     joins a tokenizer merges (an answer's final "." with the template's next "\\n\\n") come out as
     in the whole text, and a prompt costs a few short tokenisations and list concatenation, not a
     tokenisation of tens of thousands of tokens. Where a sampled answer's ids are not the
-    tokenizer's own tokenisation of its text, the prompt keeps the sampled ids.
+    tokenizer's own tokenisation of its text, the prompt keeps the sampled ids; so does an answer
+    that begins with whitespace, which a whole-text tokenisation might merge into the template's
+    line break before it (the text is the same either way).
 
     Shortening policy, in order: (1) the prompt is used as is if it fits `config.max_prompt_tokens`;
     (2) otherwise the MIDDLE of the right answer is replaced by `OMISSION_MARKER`, keeping its
@@ -208,11 +210,17 @@ class SynthesisPromptBuilder:
         ids = [int(token) for token in response_ids if int(token) not in self.special_ids]
         decoded = self._decode(ids)
         text = self.without_special_tokens(decoded)
+        # The body ends at a line break that the next token does not extend: a token that starts with
+        # a non-space character, so no tokenizer merges across the split (a line break at the very
+        # end, or before more whitespace, goes into the tail and joins the template's text).
         split = 0
+        following = ""
         for position in range(len(ids) - 1, max(len(ids) - _TAIL_SEARCH_TOKENS, 0) - 1, -1):
-            if self._decode(ids[position : position + 1]).endswith("\n"):
+            token = self._decode(ids[position : position + 1])
+            if token.endswith("\n") and following[:1].strip():
                 split = position + 1
                 break
+            following = token
         tail = self._decode(ids[split:])
         if text != decoded or "\ufffd" in decoded or not decoded.endswith(tail):
             # A special token's spelling (its ids would spell it again), bytes that are no valid
