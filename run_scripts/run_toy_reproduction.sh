@@ -14,8 +14,8 @@
 #
 # Arms: grpo (verl's own loop); tapo (the policy writes its own synthesis); tapo_teacher (the toy's
 # programmatic teacher writes every synthesis during RL: an oracle / upper bound, not TAPO).
-# ABLATIONS=1 adds tapo_degenerate_zero, tapo_batch_ref, tapo_before_error, tapo_no_dae, tapo_no_ots,
-# tapo_full_reconstruction.
+# ABLATIONS=1 adds tapo_degenerate_zero, tapo_batch_ref, tapo_before_error, tapo_joint_loss, tapo_no_dae,
+# tapo_no_ots, tapo_full_reconstruction.
 #
 # Each finished stage leaves $WORK_DIR/.stages/<stage>.done (holding its wall time in seconds); a
 # rerun skips those and resumes at the first unfinished one (delete a marker to redo its stage).
@@ -57,7 +57,8 @@ else
 fi
 ARMS=${ARMS:-grpo tapo tapo_teacher}
 if [[ "$ABLATIONS" == 1 ]]; then
-    ARMS="$ARMS tapo_degenerate_zero tapo_batch_ref tapo_before_error tapo_no_dae tapo_no_ots tapo_full_reconstruction"
+    ARMS="$ARMS tapo_degenerate_zero tapo_batch_ref tapo_before_error tapo_joint_loss tapo_no_dae tapo_no_ots"
+    ARMS="$ARMS tapo_full_reconstruction"
 fi
 if [[ "$EVAL_SPLIT" != test && "$EVAL_SPLIT" != val ]]; then
     echo "EVAL_SPLIT must be test or val, got $EVAL_SPLIT" >&2
@@ -263,6 +264,7 @@ arm_overrides() {
         tapo_batch_ref) echo "tapo.advantage.ref_group_scope=batch" ;;
         tapo_before_error)
             echo "tapo.synthesis.prefix_end=before_error tapo.synthesis.template_path=$BEFORE_ERROR_TEMPLATE" ;;
+        tapo_joint_loss) echo "tapo.advantage.loss_normalization=joint" ;;  # one normalisation over all rows
         tapo_no_dae) echo "tapo.advantage.decoupled=false" ;;
         tapo_no_ots) echo "tapo.ots.enable=false" ;;
         tapo_full_reconstruction) echo "tapo.splicing.full_reconstruction=true" ;;
