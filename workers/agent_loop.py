@@ -24,7 +24,9 @@ Validation generation is verl's, untouched.
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -55,6 +57,8 @@ class TapoAgentLoopManager(AgentLoopManager):
         self._abort = None
         self._resume = None
         self._outcomes: dict[int, SynthesisOutcome] = {}
+        # A synchronous text source's batches, one at a time, across groups and steps.
+        self._source_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tapo-synthesis")
 
     def attach_replica_control(self, abort, resume) -> None:
         """Coroutine functions that abort every request on the rollout replicas and let them take
@@ -72,7 +76,9 @@ class TapoAgentLoopManager(AgentLoopManager):
             return await super().generate_sequences(prompts)
         step = int(prompts.meta_info.get("global_steps", -1))
         started = time.monotonic()
-        synthesis = SynthesisRound(self.planner, self.text_source, step, self._abort, self._resume)
+        synthesis = SynthesisRound(
+            self.planner, self.text_source, step, self._abort, self._resume, executor=self._source_thread
+        )
         if self.tapo.synthesis.stream:
             output = await self._generate_by_group(prompts, synthesis)
             rollout_done = time.monotonic()
@@ -155,7 +161,10 @@ def _synthesis_parts(config, tapo: TapoConfig, llm_client) -> tuple[SynthesisPla
     )
     synthesis = tapo.synthesis
     if synthesis.text_source:
-        return planner, load_class_from_fqn(synthesis.text_source, "synthesis text source")(config, tokenizer)
+        # A tokenizer of its own: the source runs in a worker thread while the planner tokenises
+        # prompts in the event loop, and an HF fast tokenizer is not safe to share across threads.
+        source_class = load_class_from_fqn(synthesis.text_source, "synthesis text source")
+        return planner, source_class(config, copy.deepcopy(tokenizer))
     source = RolloutServerTextSource(
         llm_client, tokenizer, temperature=synthesis.temperature, top_p=synthesis.top_p, max_new_tokens=synthesis.max_new_tokens
     )

@@ -31,6 +31,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,7 +93,8 @@ class SynthesisRequest:
 
     `attempt` is unique within the step (the record's index in whole-batch rounds; in streamed
     rounds a key from the group's position, renumbered in batch order when the round ends);
-    `request_id` is stable across runs, so a seeded CPU run draws the same sample for it.
+    `request_id` is stable across runs, so a seeded CPU run draws the same sample for it; `step`
+    is the training step the request belongs to.
     """
 
     attempt: int
@@ -104,6 +106,7 @@ class SynthesisRequest:
     messages: list[dict[str, str]]
     prompt_ids: list[int]
     request_id: str = ""
+    step: int = -1
 
 
 @dataclass(frozen=True)
@@ -242,7 +245,7 @@ class SynthesisPlanner:
             )
             group = rows_by_uid[pair.group_id]
             record = _new_record(rollouts, pair, step, texts, rewards, group, row_offset)
-            request = self._request(rollouts, pair, key, request_id, texts)
+            request = self._request(rollouts, pair, key, request_id, texts, step)
             if isinstance(request, str):
                 record["status"] = request
                 request = None
@@ -280,7 +283,7 @@ class SynthesisPlanner:
             "eos": _ending_eos(rollouts, row, self.eos_token_ids),
         }
 
-    def _request(self, rollouts, pair: CandidatePair, key: int, request_id: str, texts) -> SynthesisRequest | str:
+    def _request(self, rollouts, pair: CandidatePair, key: int, request_id: str, texts, step: int) -> SynthesisRequest | str:
         question = question_text(rollouts.non_tensor_batch["raw_prompt"][pair.wrong_row])
         wrong, right = texts[pair.wrong_row]["prompt"], texts[pair.right_row]["prompt"]
         prompt = self.prompts.build(question, wrong, right)
@@ -296,6 +299,7 @@ class SynthesisPlanner:
             messages=prompt.messages,
             prompt_ids=prompt.prompt_ids,
             request_id=request_id,
+            step=step,
         )
 
     def _splice(self, attempt: Attempt, output: GeneratedText) -> None:
@@ -379,8 +383,9 @@ class SynthesisRound:
     `finish` waits until every request is answered or the deadline passes, then aborts the rest on
     the servers (`abort`, then `resume` so the servers take new requests), marks them TIMEOUT and
     parses and splices the rest. A per-request async source (`RolloutServerTextSource`) is
-    cancelled request by request; a synchronous source (`SynthesisTextSource`) runs its batch in
-    a thread whose late answers are dropped.
+    cancelled request by request; a synchronous source (`SynthesisTextSource`) runs its batches
+    one at a time in `executor`'s single worker thread (a round's own when none is given): such a
+    source, and the HF tokenizer it may hold, need not be thread-safe. Its late answers are dropped.
     """
 
     def __init__(
@@ -391,6 +396,7 @@ class SynthesisRound:
         abort: Callable[[], Awaitable[Any]] | None = None,
         resume: Callable[[], Awaitable[Any]] | None = None,
         abort_grace_s: float = 5.0,
+        executor: ThreadPoolExecutor | None = None,
     ) -> None:
         self.planner = planner
         self.source = source
@@ -398,6 +404,8 @@ class SynthesisRound:
         self.abort = abort
         self.resume = resume
         self.abort_grace_s = abort_grace_s
+        self._executor = executor
+        self._own_executor = executor is None
         self.attempts: list[Attempt] = []
         self.selection = SelectionCounts()
         self._pending: dict[int, asyncio.Future] = {}  # attempt index -> its output
@@ -418,7 +426,9 @@ class SynthesisRound:
         if hasattr(self.source, "generate"):  # one task per request: each can finish or be cancelled alone
             futures = [asyncio.ensure_future(self.source.generate(request)) for request in requests]
         else:
-            futures = _batch_in_thread(self.source, requests, self.planner.config.synthesis.timeout_s)
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tapo-synthesis")
+            futures = _batch_in_thread(self.source, requests, self.planner.config.synthesis.timeout_s, self._executor)
         for (index, _), future in zip(requested, futures, strict=True):
             future.add_done_callback(self._note_output)
             self._pending[index] = future
@@ -440,6 +450,8 @@ class SynthesisRound:
                 self.planner.finish(attempt, None, status=TIMEOUT)
             elif index in self._pending:
                 self.planner.finish(attempt, self._result(attempt, self._pending[index]))
+        if self._own_executor and self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)  # a late batch finishes unread
         return self._outcome(len(late))
 
     async def _abort(self, late: list[asyncio.Future]) -> None:
@@ -479,12 +491,13 @@ class SynthesisRound:
         return self._last_output
 
 
-def _batch_in_thread(source: SynthesisTextSource, requests: list[SynthesisRequest], timeout_s: float):
-    """A synchronous source's batch in a worker thread, as one future per request (an exception
+def _batch_in_thread(source: SynthesisTextSource, requests: list[SynthesisRequest], timeout_s: float,
+                     executor: ThreadPoolExecutor):
+    """A synchronous source's batch in `executor`'s thread, as one future per request (an exception
     fails them all)."""
     loop = asyncio.get_running_loop()
     futures = [loop.create_future() for _ in requests]
-    batch = asyncio.ensure_future(asyncio.to_thread(source, requests, timeout_s))
+    batch = loop.run_in_executor(executor, source, requests, timeout_s)
 
     def settle(done: asyncio.Future) -> None:
         error = None if done.cancelled() else done.exception()

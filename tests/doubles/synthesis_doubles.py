@@ -31,13 +31,17 @@ class HalfThenRight:
 
 
 class FailsOnFirstRound(HalfThenRight):
-    """Raises on its first round (a fault injected into step 1), then writes like HalfThenRight."""
+    """Raises for every request of the first step it sees (a fault injected into that step's
+    round, whether it comes as one batch or group by group), then writes like HalfThenRight."""
 
-    rounds = 0
+    def __init__(self, config, tokenizer):
+        super().__init__(config, tokenizer)
+        self.failing_step = None
 
     def __call__(self, requests, timeout_s):
-        type(self).rounds += 1
-        if type(self).rounds == 1:
+        if self.failing_step is None:
+            self.failing_step = requests[0].step
+        if any(request.step == self.failing_step for request in requests):
             raise ConnectionError("injected fault: the synthesis round failed")
         return super().__call__(requests, timeout_s)
 
