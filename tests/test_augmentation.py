@@ -455,3 +455,46 @@ def test_a_server_that_ignores_the_abort_still_leaves_the_round_at_its_deadline(
     outcome, seconds = asyncio.run(run())
     assert 1.3 <= seconds < 1.3 + 0.5
     assert [record["status"] for record in outcome.records].count("timeout") == 1
+
+
+def test_a_synchronous_source_is_never_entered_by_two_threads_at_once(tapo_tokenizer):
+    """Submitted group by group, a synchronous source's batches run one after the other in one
+    worker thread, so a source holding an HF tokenizer (not thread-safe) is safe."""
+    import asyncio
+    import threading
+    import time
+
+    from recipe_tapo.workers.augmentation import SynthesisPlanner, SynthesisRound
+
+    class Recording:
+        def __init__(self):
+            self.inside, self.overlaps, self.threads, self.steps = threading.Lock(), 0, set(), set()
+
+        def __call__(self, requests, timeout_s):
+            if not self.inside.acquire(blocking=False):
+                self.overlaps += 1
+                self.inside.acquire()
+            try:
+                self.threads.add(threading.get_ident())
+                self.steps.update(request.step for request in requests)
+                time.sleep(0.05)
+                return _verbatim_writer(requests, timeout_s)
+            finally:
+                self.inside.release()
+
+    config = _config()
+    source = Recording()
+    batch = _rollout_batch(tapo_tokenizer, GROUPS)
+    starts = [0, *np.cumsum([len(group) for group in GROUPS])]
+
+    async def run():
+        synthesis = SynthesisRound(SynthesisPlanner(config, tapo_tokenizer, RESPONSE_WIDTH, [tapo_tokenizer.eos_token_id]),
+                                   source, step=7)
+        for position, (start, end) in enumerate(zip(starts[:-1], starts[1:])):
+            synthesis.submit(batch.slice(int(start), int(end)), group_position=position, row_offset=int(start))
+        return await synthesis.finish(deadline=time.monotonic() + 30)
+
+    outcome = asyncio.run(run())
+    assert source.overlaps == 0 and len(source.threads) == 1 and source.steps == {7}
+    assert threading.get_ident() not in source.threads  # never the event loop's thread
+    assert sum(record["requested"] for record in outcome.records) >= 2
