@@ -1,4 +1,4 @@
-r"""Cold-start SFT data from the model's own rollouts (TAPO_METHOD.md section 3).
+r"""Cold-start SFT data from the model's own rollouts (docs/method.md, section 8).
 
     python -m recipe_tapo.cold_start --model MODEL --input deepscaler_train.parquet --output-dir DIR \
         [--k 8] [--num-solutions 30000] [--num-synthesis 15000] [--teacher MODEL] [hydra overrides...]

@@ -89,7 +89,7 @@ def main(argv=None) -> int:
         print(f"[env] {state:4s} {check.name}: {check.detail}")
     failed = [check.name for check in checks if check.required and not check.ok]
     if failed and not args.report_only:
-        print(f"[env] environment check failed: {', '.join(failed)} (README: GPU install)", file=sys.stderr)
+        print(f"[env] environment check failed: {', '.join(failed)} (docs/install.md: GPU)", file=sys.stderr)
         return 1
     return 0
 

@@ -1,6 +1,6 @@
 """Typed TAPO configuration: the `tapo:` section of the trainer yaml (arXiv 2606.18844).
 
-Defaults are the paper's values where the paper gives one (TAPO_METHOD.md section 2) and this
+Defaults are the paper's values where the paper gives one (docs/method.md) and this
 project's documented choices elsewhere (section 9). `config/tapo_defaults.yaml` holds the same values
 with a comment per key; a test keeps the two in agreement.
 

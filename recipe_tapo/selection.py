@@ -1,4 +1,4 @@
-"""Difficulty-aware Candidate Selection (DCS, TAPO_METHOD.md section 2 step 2).
+"""Difficulty-aware Candidate Selection (DCS, docs/method.md, section 1).
 
 From the rollout batch's group ids (verl's `uid`) and the correctness of each row, choose the
 (wrong answer, right answer) pairs that will be turned into constructed trajectories.

@@ -1,4 +1,4 @@
-"""Assembly of a constructed trajectory from a wrong answer and a parsed synthesis (TAPO_METHOD.md 9).
+"""Assembly of a constructed trajectory from a wrong answer and a parsed synthesis (docs/method.md, section 4).
 
 The model's reproduction of the wrong answer y- can drift, so it is not trusted: the trained
 response is y-'s OWN token ids up to the cut, then the tokenised rest of the reconstruction, then

@@ -1,4 +1,4 @@
-"""Synthesis prompts and the parsing of what the model writes back (TAPO_METHOD.md 2.3 and 9).
+"""Synthesis prompts and the parsing of what the model writes back (docs/method.md, sections 2-3).
 
 The prompt templates live in `config/prompts/` (package `recipe_tapo.conf`), one per synthesis
 mode and reading of where the kept prefix ends (`tapo.synthesis.prefix_end`, section 9):

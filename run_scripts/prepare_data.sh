@@ -14,7 +14,7 @@ DATA_DIR=${DATA_DIR:-$HOME/data/tapo}
 OUTPUTS=(deepscaler_train dapo_math_17k_train math500 aime2024 aime2025 hmmt2025)
 
 printf '+ python -m recipe_tapo.data.prepare --source all --out-dir %q' "$DATA_DIR"
-printf ' %q' "$@"
+for arg in "$@"; do printf ' %q' "$arg"; done   # (printf ' %q' with no argument would print '')
 printf '\n'
 if [[ "${DRY_RUN:-0}" == 1 ]]; then
     echo "DRY RUN: nothing downloaded; the files it writes:"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Cold-start SFT (TAPO_METHOD.md section 3) through verl's own SFT trainer on GPUs (FSDP2, torchrun),
+# Cold-start SFT (docs/method.md, section 8) through verl's own SFT trainer on GPUs (FSDP2, torchrun),
 # on the output of `python -m recipe_tapo.cold_start`. Writes the checkpoints to OUT_DIR and points
 # OUT_DIR/huggingface at the last one's HF model: the GRPO and TAPO runs start from it.
 #   [DRY_RUN=1] bash run_scripts/run_cold_start_sft.sh [hydra overrides of config/cold_start_sft.yaml...]

@@ -267,7 +267,7 @@ def test_readme_lists_every_verl_internal_the_cpu_backend_touches():
     backend = "".join(path.read_text() for path in (root / "workers" / "cpu_backend").glob("*.py"))
     main = (root / "recipe_tapo" / "main.py").read_text()
     readme = (root / "README.md").read_text()
-    internals = readme[readme.index("verl internals this touches"):]
+    internals = readme[readme.index("verl internals this recipe relies on"):]
     for name, used in [
         ("_ROLLOUT_REGISTRY", backend),
         ("actor_worker_cls", backend),

@@ -1,4 +1,4 @@
-"""Benchmark metrics from scored samples: Pass@k (unbiased), and DSR / ERR (TAPO_METHOD.md §9).
+"""Benchmark metrics from scored samples: Pass@k (unbiased), and DSR / ERR (docs/method.md, section 9).
 
 Pure functions: samples in, numbers out, all as fractions in [0, 1].
 
@@ -9,7 +9,7 @@ Pure functions: samples in, numbers out, all as fractions in [0, 1].
 - DSR (direct solution rate) = accuracy over the responses that do not reflect;
   ERR (effective reflection rate) = accuracy over the responses that do. Both pool all responses
   of a benchmark (not per-problem means). The paper's exact definitions are not public; this is
-  the project's reading (TAPO_METHOD.md §9).
+  the project's reading (docs/method.md, section 9).
 """
 
 import math

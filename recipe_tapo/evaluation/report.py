@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from recipe_tapo.evaluation.metrics import REFLECTION_MARKERS, BenchmarkMetrics
 
 PAPER_METHODS = ("GRPO", "OPSD", "TAPO")
-# TAPO_METHOD.md §4: second-hand, Qwen3-8B after the cold-start SFT, percent.
+# docs/method.md, section 10: second-hand, Qwen3-8B after the cold-start SFT, percent.
 PAPER_RESULTS: dict[str, dict[str, dict[str, float]]] = {
     "aime2024": {
         "pass@1": {"GRPO": 52.92, "OPSD": 57.71, "TAPO": 62.50},
@@ -33,8 +33,8 @@ PAPER_RESULTS: dict[str, dict[str, dict[str, float]]] = {
 # Entries the summary gives only approximately ("~24.17").
 PAPER_APPROXIMATE = {("hmmt2025", "pass@1", "OPSD")}
 PAPER_NOTE = (
-    "Paper columns: TAPO_METHOD.md §4 (second-hand; Qwen3-8B after cold start; Pass@1 from 16 samples per "
-    "problem, inferred). DSR/ERR follow this project's definitions (TAPO_METHOD.md §9; markers in "
+    "Paper columns: docs/method.md section 10 (second-hand; Qwen3-8B after cold start; Pass@1 from 16 samples per "
+    "problem, inferred). DSR/ERR follow this project's definitions (docs/method.md section 9; markers in "
     "recipe_tapo.evaluation.metrics.REFLECTION_MARKERS); the paper's exact definitions are not public."
 )
 

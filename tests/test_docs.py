@@ -1,0 +1,132 @@
+"""README and docs/ against the code: the files, commands, modules and config keys they name exist,
+every `tapo:` key is documented, the quick start is what CI runs, and corrected claims stay corrected."""
+
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+DOCS = {path.relative_to(ROOT).as_posix(): path.read_text() for path in sorted((ROOT / "docs").glob("*.md"))}
+PAGES = {"README.md": README, **DOCS}
+INSTALL_AND_RUN = (
+    "python3 -m venv .venv && . .venv/bin/activate && pip install torch==2.13.0 && pip install -e . "
+    "&& bash run_scripts/run_tapo_toy_cpu.sh"
+)
+INSTALL_AND_TEST = (
+    'python3 -m venv .venv && . .venv/bin/activate && pip install torch==2.13.0 && pip install -e ".[test]" '
+    "&& python -m pytest"
+)
+REPO_PATH = re.compile(r"(?<![\w./:-])((?:docs|run_scripts|config|recipe_tapo|workers|reward|tests)/[\w./<>{}*\[\]$-]*)")
+
+
+def _code_blocks(text):
+    return re.findall(r"```(?:bash)?\n(.*?)```", text, flags=re.S)
+
+
+def test_readme_is_short_and_starts_with_the_two_quick_start_commands():
+    assert len(README) <= 10_500
+    first, second = (block.strip() for block in _code_blocks(README)[:2])
+    assert first == INSTALL_AND_RUN and second == INSTALL_AND_TEST
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert 'pip install -q -e ".[test]"' in ci and "pip install -q torch==2.13.0" in ci
+    assert ci.rstrip().endswith("python -m pytest")
+
+
+def test_the_docs_table_lists_every_page_and_only_pages_that_exist():
+    table = set(re.findall(r"^\| (docs/[\w-]+\.md) \|", README, flags=re.M))
+    assert table == set(DOCS)
+
+
+@pytest.mark.parametrize("page", sorted(PAGES))
+def test_every_repository_path_a_page_names_exists(page):
+    missing = []
+    for path in REPO_PATH.findall(PAGES[page]):
+        path = path.rstrip(".,:;)")
+        if any(mark in path for mark in "<{*[$"):  # placeholders and patterns
+            continue
+        if not (ROOT / path).exists():
+            missing.append(path)
+    for link in re.findall(r"\]\(([^)#]+)\)", PAGES[page]):
+        if "://" not in link and not (ROOT / link).exists():
+            missing.append(link)
+    assert not missing, f"{page} names paths that do not exist: {missing}"
+
+
+@pytest.mark.parametrize("page", sorted(PAGES))
+def test_every_python_module_a_page_runs_exists(page):
+    modules = set(re.findall(r"python3? -m ([\w.]+)", PAGES[page])) - {"venv", "pip", "pytest"}
+    missing = [module for module in sorted(modules) if importlib.util.find_spec(module) is None]
+    assert not missing, f"{page} runs modules that do not exist: {missing}"
+
+
+def _keys(section, prefix="tapo"):
+    for name, value in section.items():
+        if isinstance(value, dict):
+            yield from _keys(value, f"{prefix}.{name}")
+        else:
+            yield f"{prefix}.{name}", value
+
+
+def test_every_tapo_key_is_documented_with_its_default_and_no_other_key_is_named():
+    defaults = dict(_keys(yaml.safe_load((ROOT / "config" / "tapo_defaults.yaml").read_text())["tapo"]))
+    page = DOCS["docs/configuration.md"]
+    rows = dict(re.findall(r"^\| `(tapo\.[\w.]+)` \| `([^`]*)` \|", page, flags=re.M))
+    assert set(rows) == set(defaults)
+    for key, shown in rows.items():
+        value = defaults[key]
+        assert shown == ("null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)), key
+    for name, text in PAGES.items():
+        named = {key.rstrip(".") for key in re.findall(r"(?<![\w.])tapo\.(?:[a-z_]+\.)*[a-z_]+", text)}
+        sections = {key.rsplit(".", 1)[0] for key in defaults} | {"tapo"}
+        unknown = sorted(key for key in named if key not in defaults and key not in sections)
+        assert not unknown, f"{name} names tapo keys that do not exist: {unknown}"
+
+
+def test_every_start_up_refusal_setting_is_in_the_refusal_list():
+    page = DOCS["docs/configuration.md"]
+    refusals = page[page.index("## Refused at start-up"):page.index("## Where the paper is silent")]
+    for setting in ("balance_batch", "agent_loop_manager_class", "critic_warmup", "use_kl_loss", "use_kl_in_reward",
+                    "use_prefix_grouper", "distillation.enabled", "skip.rollout.enable", "bypass_mode",
+                    "max_pairs_per_step", "multi-turn", "max_model_len"):
+        assert setting in refusals, setting
+
+
+def test_corrected_claims_stay_corrected():
+    everything = "\n".join(PAGES.values())
+    assert "builds nothing" not in everything  # a failed round is one with no answered request
+    assert "never saw in SFT" not in everything  # the main job trains on problems the cold start used
+    assert "up to its first error" not in everything  # the cut is where the policy's output says
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    for path in tracked:
+        if path.endswith((".py", ".md", ".sh", ".yaml", ".txt")) and (ROOT / path).is_file():
+            assert "TAPO_METHOD" not in (ROOT / path).read_text(errors="replace"), path
+
+
+def test_prepare_data_prints_a_command_that_can_be_copied():
+    env = {**os.environ, "DRY_RUN": "1", "DATA_DIR": "/tmp/tapo data"}
+    out = subprocess.run(["bash", "run_scripts/prepare_data.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
+                         check=True).stdout
+    command = out.splitlines()[0]
+    assert command == r"+ python -m recipe_tapo.data.prepare --source all --out-dir /tmp/tapo\ data"
+    out = subprocess.run(["bash", "run_scripts/prepare_data.sh", "--limit", "5"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, check=True).stdout
+    assert out.splitlines()[0].endswith("--out-dir /tmp/tapo\\ data --limit 5")
+
+
+def test_the_stated_test_counts_are_the_suites():
+    stated = re.search(r"The suite holds (\d+) tests, (\d+) of them marked `slow`", DOCS["docs/testing.md"])
+    assert stated
+
+    def collected(*marker):
+        out = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *marker],
+                             cwd=ROOT, capture_output=True, text=True).stdout
+        return int(re.search(r"(\d+)(?:/\d+)? tests? collected", out).group(1))
+
+    assert (collected(), collected("-m", "slow")) == (int(stated.group(1)), int(stated.group(2)))
