@@ -147,6 +147,7 @@ def compute_constructed_token_factor(
     response_mask: torch.Tensor,
     is_constructed: np.ndarray | torch.Tensor,
     config: TapoConfig,
+    ots_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The per-token factor of every row's advantage, from the config: the one place where lambda
     and OTS meet, so no caller applies lambda twice or forgets it.
@@ -159,6 +160,8 @@ def compute_constructed_token_factor(
         is_constructed: shape (bs,), bool.
         config: the whole `tapo` config: `ots.enable`, `ots.w_min`, `ots.w_max` and
             `advantage.ref_loss_weight` (lambda) are read.
+        ots_weights: `compute_ots_weights` of the same pass and config, when the caller has them
+            already (not computed again).
 
     Returns:
         shape (bs, response_length), float32: lambda * w_t (OTS) on constructed rows' response
@@ -166,7 +169,9 @@ def compute_constructed_token_factor(
     """
     weight = config.advantage.ref_loss_weight
     rows = torch.as_tensor(np.flatnonzero(_row_flags(is_constructed, old_log_probs.shape[0])))
-    if config.ots.enable:
+    if config.ots.enable and ots_weights is not None:
+        factor = ots_weights.clone()
+    elif config.ots.enable:
         factor = compute_ots_weights(
             old_log_probs, entropys, response_mask, is_constructed, config.ots.w_min, config.ots.w_max
         )

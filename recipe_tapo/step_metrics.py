@@ -56,20 +56,21 @@ def constructed_row_metrics(
     ots_weights: torch.Tensor | None,
     response_mask: torch.Tensor,
     cut_tokens: np.ndarray,
-    source_row: np.ndarray,
+    prefix_net: np.ndarray,
     is_original: np.ndarray,
     is_constructed: np.ndarray,
     is_padding: np.ndarray,
 ) -> dict[str, float]:
     """The `tapo/` metrics of the trained batch: row and token shares, advantages, OTS weights on
-    the kept prefix and on the inserted text, and the prefix's net advantage (`prefix_net_advantage`).
+    the kept prefix and on the inserted text, and the prefix's net advantage.
 
     Args:
         advantages: shape (bs, response_length), DAE advantages before lambda and OTS.
         token_factor: shape (bs, response_length), lambda x OTS on constructed rows, 1 elsewhere.
         ots_weights: shape (bs, response_length), the OTS weights alone, or None with OTS off.
         response_mask: shape (bs, response_length).
-        cut_tokens, source_row: shape (bs,), see `prefix_net_advantage`.
+        cut_tokens: shape (bs,), kept prefix length of each constructed row.
+        prefix_net: shape (n_constructed,), `prefix_net_advantage` of the same batch.
         is_original, is_constructed, is_padding: shape (bs,), bool.
     """
     mask = response_mask.bool()
@@ -95,9 +96,8 @@ def constructed_row_metrics(
             metrics[f"tapo/ots_weight_mean/{name}"] = _mean(values)
             metrics[f"tapo/ots_weight_min/{name}"] = float(values.min()) if values.numel() else 0.0
             metrics[f"tapo/ots_weight_max/{name}"] = float(values.max()) if values.numel() else 0.0
-    net = prefix_net_advantage(advantages, token_factor, cut_tokens, source_row, is_original, is_constructed)
-    metrics["tapo/prefix_net_advantage"] = float(net.mean())
-    metrics["tapo/prefix_net_advantage_positive_share"] = float((net > 0).mean())
+    metrics["tapo/prefix_net_advantage"] = float(prefix_net.mean())
+    metrics["tapo/prefix_net_advantage_positive_share"] = float((prefix_net > 0).mean())
     return metrics
 
 

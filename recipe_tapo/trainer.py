@@ -51,6 +51,7 @@ from recipe_tapo.workers.augmentation import (
     build_padding_rows,
     constructed_rows,
     mark_original_rows,
+    pad_token_id,
     synthesis_metrics,
 )
 
@@ -177,11 +178,15 @@ class RayTAPOTrainer(RayPPOTrainer):
         original, constructed, _ = row_kinds(batch)
         log_probs, entropys = old_log_prob.batch["old_log_probs"], old_log_prob.batch["entropys"]
         mask = batch.batch["response_mask"]
-        batch.batch[TOKEN_FACTOR] = compute_constructed_token_factor(log_probs, entropys, mask, constructed, self.tapo_config)
+        ots = None
         if self.tapo_config.ots.enable:
-            batch.batch[OTS_WEIGHTS] = compute_ots_weights(
+            ots = compute_ots_weights(
                 log_probs, entropys, mask, constructed, self.tapo_config.ots.w_min, self.tapo_config.ots.w_max
             )
+            batch.batch[OTS_WEIGHTS] = ots
+        batch.batch[TOKEN_FACTOR] = compute_constructed_token_factor(
+            log_probs, entropys, mask, constructed, self.tapo_config, ots_weights=ots
+        )
         actor = self.config.actor_rollout_ref.actor
         pending = {}
         for name, rows in (("original", original), ("constructed", constructed)):
@@ -238,15 +243,16 @@ class RayTAPOTrainer(RayPPOTrainer):
         batch.batch["advantages"] = dae  # verl's data metrics show the DAE advantages
 
         cut, source = (np.asarray(batch.non_tensor_batch[key], dtype=np.int64) for key in (CUT_TOKENS, SOURCE_ROW))
+        prefix_net = prefix_net_advantage(dae, factor, cut, source, original, constructed)
         metrics = constructed_row_metrics(
-            dae, factor, ots, batch.batch["response_mask"], cut, source, original, constructed, padding
+            dae, factor, ots, batch.batch["response_mask"], cut, prefix_net, original, constructed, padding
         )
         for name, rows in (("original", original), ("constructed", constructed)):
             if rows.any():
                 metrics[f"tapo/loss_scale/{name}"] = float(scales[torch.as_tensor(rows)].mean())
         metrics.update(self._pending_metrics)
         output.meta_info["metrics"].update(metrics)
-        self._maybe_dump(batch, dae, factor, ots, original, constructed)
+        self._maybe_dump(batch, dae, ots, constructed, prefix_net)
         _replace_rows(batch, batch.select_idxs(original))
         return output
 
@@ -286,15 +292,13 @@ class RayTAPOTrainer(RayPPOTrainer):
 
     # -- the inspection dump ---------------------------------------------------------------------
 
-    def _maybe_dump(self, batch, dae, factor, ots, original, constructed) -> None:
+    def _maybe_dump(self, batch, dae, ots, constructed, prefix_net) -> None:
         every = self.tapo_config.dump.every
         if self._outcome is None or not every or self.global_steps % every:
             return
         records = [dict(record) for record in self._outcome.records]
         mask = batch.batch["response_mask"].bool()
-        cut, source = (np.asarray(batch.non_tensor_batch[key], dtype=np.int64) for key in (CUT_TOKENS, SOURCE_ROW))
-        nets = prefix_net_advantage(dae, factor, cut, source, original, constructed)
-        for net, row in zip(nets, np.flatnonzero(constructed).tolist(), strict=True):
+        for net, row in zip(prefix_net, np.flatnonzero(constructed).tolist(), strict=True):
             record = records[int(batch.non_tensor_batch[ATTEMPT][row])]
             tokens = mask[row]
             record["advantage"] = float(dae[row][tokens][0]) if tokens.any() else 0.0
@@ -359,10 +363,6 @@ def row_multiple(
 def padding_rows_needed(rows: int, multiple: int) -> int:
     """How many padding rows bring `rows` to a multiple of `multiple`."""
     return -rows % multiple
-
-
-def pad_token_id(tokenizer: Any) -> int:
-    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
 def eos_token_ids(tokenizer: Any, model_path: str) -> list[int]:

@@ -284,6 +284,9 @@ def test_lambda_is_applied_exactly_once_through_the_factor():
     ots = compute_ots_weights(old_log_probs, entropys, MASK, CONSTRUCTED)
     assert torch.equal(factor[:8], MASK[:8])
     assert torch.allclose(factor[8:], 0.5 * ots[8:])
+    # Given the OTS weights the caller already holds, the factor is the same and they stay untouched.
+    given = compute_constructed_token_factor(old_log_probs, entropys, MASK, CONSTRUCTED, config, ots_weights=ots)
+    assert torch.equal(given, factor) and torch.equal(ots, compute_ots_weights(old_log_probs, entropys, MASK, CONSTRUCTED))
 
 
 # --- OTS ----------------------------------------------------------------------------------------

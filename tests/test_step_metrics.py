@@ -78,7 +78,10 @@ def test_the_batch_metrics_hand_computed():
         ots,
         mask,
         cut_tokens=np.array([0, 0, 2, 0]),
-        source_row=np.array([0, 1, 0, -1]),
+        prefix_net=prefix_net_advantage(
+            advantages, factor, np.array([0, 0, 2, 0]), np.array([0, 1, 0, -1]),
+            np.array([True, True, False, False]), np.array([False, False, True, False]),
+        ),
         is_original=np.array([True, True, False, False]),
         is_constructed=np.array([False, False, True, False]),
         is_padding=np.array([False, False, False, True]),
@@ -97,7 +100,7 @@ def test_the_batch_metrics_hand_computed():
 
 def test_a_batch_without_constructions_has_only_the_row_metrics():
     metrics = constructed_row_metrics(
-        torch.ones(2, 2), torch.ones(2, 2), None, torch.ones(2, 2), np.zeros(2), np.arange(2),
+        torch.ones(2, 2), torch.ones(2, 2), None, torch.ones(2, 2), np.zeros(2), np.zeros(0),
         np.ones(2, dtype=bool), np.zeros(2, dtype=bool), np.zeros(2, dtype=bool),
     )
     assert metrics["tapo/constructed_token_share"] == 0.0

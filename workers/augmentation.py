@@ -690,7 +690,7 @@ class TrajectoryAugmenter:
         for attempt, output in zip(requested, outputs, strict=True):
             self.planner.finish(attempt, output)
         outcome = SynthesisOutcome(step, [attempt.record for attempt in attempts], counts)
-        rows = constructed_rows(batch, outcome.records, self.score_fn, self.config, _pad_token_id(self.tokenizer))
+        rows = constructed_rows(batch, outcome.records, self.score_fn, self.config, pad_token_id(self.tokenizer))
         metrics = synthesis_metrics(outcome)
         metrics["tapo/synthesis_seconds"] = synthesis_seconds
         metrics["tapo/augment_seconds"] = time.perf_counter() - started
@@ -818,6 +818,7 @@ def _correctness(batch: DataProto, rewards: torch.Tensor) -> np.ndarray:
     return rewards.detach().cpu().numpy() > 0
 
 
-def _pad_token_id(tokenizer: Any) -> int:
+def pad_token_id(tokenizer: Any) -> int:
+    """The id constructed and padding rows are padded with: the tokenizer's pad id, else its EOS."""
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
