@@ -28,6 +28,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from recipe_tapo.view.metrics import file_logger_step_metrics
+
 ARMS = {
     "grpo": ["tapo.enable=false", "algorithm.adv_estimator=grpo"],
     "tapo_stream": ["tapo.synthesis.stream=true"],
@@ -48,8 +50,8 @@ QUIET_RUN = ["trainer.val_before_train=false", "trainer.test_freq=-1", "trainer.
 REPO = Path(__file__).resolve().parent.parent
 
 
-def run_arm(arm: str, out_dir: Path, steps: int, extra: list[str], timeout_s: float) -> list[dict]:
-    """One run of `arm`; its per-step metrics (verl's file-logger records with a `step`)."""
+def run_arm(arm: str, out_dir: Path, steps: int, extra: list[str], timeout_s: float) -> dict[int, dict[str, float]]:
+    """One run of `arm`; its metrics by step (verl's file logger, broken lines left out)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = out_dir / "metrics.jsonl"
     metrics_path.unlink(missing_ok=True)
@@ -67,13 +69,15 @@ def run_arm(arm: str, out_dir: Path, steps: int, extra: list[str], timeout_s: fl
             raise RuntimeError(f"{arm}: no result within {timeout_s:.0f} s; log {out_dir / 'run.log'}") from None
     if code != 0:
         raise RuntimeError(f"{arm}: the run failed (exit code {code}); log {out_dir / 'run.log'}")
-    return [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+    if not metrics_path.is_file():
+        raise RuntimeError(f"{arm}: the run wrote no {metrics_path}; log {out_dir / 'run.log'}")
+    return file_logger_step_metrics(str(metrics_path))[0]
 
 
-def summarize(records: list[dict], skip_steps: int) -> dict[str, float]:
+def summarize(metrics_by_step: dict[int, dict[str, float]], skip_steps: int) -> dict[str, float]:
     """Median of each figure over the training steps after `skip_steps` (step 1 warms caches)."""
-    steps = [record["data"] for record in records if record.get("step", 0) > skip_steps and
-             "timing_s/step" in record["data"]]
+    steps = [metrics for step, metrics in sorted(metrics_by_step.items())
+             if step > skip_steps and "timing_s/step" in metrics]
     if not steps:
         raise ValueError(f"no training step after step {skip_steps} in the run's metrics")
     return {

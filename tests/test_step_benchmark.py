@@ -5,15 +5,19 @@ import json
 import pytest
 
 from recipe_tapo.step_benchmark import format_table, main, step_time_ratios, summarize
+from recipe_tapo.view.metrics import file_logger_step_metrics
 
 
-def _record(step, seconds, **tapo):
-    return {"step": step, "data": {"timing_s/step": seconds, "timing_s/gen": seconds / 2, **tapo}}
-
-
-def test_the_figures_are_medians_over_the_steps_after_the_warm_up():
-    records = [{"step": 0, "data": {"val-core/acc": 0.5}}, _record(1, 100.0), _record(2, 3.0), _record(3, 5.0),
-               _record(4, 4.0)]
+def test_the_figures_are_medians_over_the_steps_after_the_warm_up(tmp_path):
+    lines = [{"step": 0, "data": {"val-core/acc": 0.5}}] + [
+        {"step": step, "data": {"timing_s/step": seconds, "timing_s/gen": seconds / 2}}
+        for step, seconds in ((1, 100.0), (2, 3.0), (3, 5.0), (4, 4.0))
+    ]
+    path = tmp_path / "metrics.jsonl"
+    # verl's file logger as a killed run leaves it: a cut last line, and bad bytes
+    path.write_bytes(b"".join(json.dumps(line).encode() + b"\n" for line in lines) + b'{"step": 5, "da\xff')
+    records, skipped = file_logger_step_metrics(str(path))
+    assert skipped == 1
     figures = summarize(records, skip_steps=1)
     assert figures["timing_s/step"] == 4.0 and figures["timing_s/gen"] == 2.0 and figures["steps"] == 3
     assert "tapo/rollout_seconds" not in figures  # a GRPO run has no tapo/ figures
