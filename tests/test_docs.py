@@ -104,9 +104,10 @@ def test_corrected_claims_stay_corrected():
     assert "never saw in SFT" not in everything  # the main job trains on problems the cold start used
     assert "up to its first error" not in everything  # the cut is where the policy's output says
     tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    gone = "TAPO_" + "METHOD.md"  # the team's method notes, which users never see (spelled apart: this file is tracked too)
     for path in tracked:
         if path.endswith((".py", ".md", ".sh", ".yaml", ".txt")) and (ROOT / path).is_file():
-            assert "TAPO_METHOD" not in (ROOT / path).read_text(errors="replace"), path
+            assert gone not in (ROOT / path).read_text(errors="replace"), path
 
 
 def test_prepare_data_prints_a_command_that_can_be_copied():
@@ -130,3 +131,30 @@ def test_the_stated_test_counts_are_the_suites():
         return int(re.search(r"(\d+)(?:/\d+)? tests? collected", out).group(1))
 
     assert (collected(), collected("-m", "slow")) == (int(stated.group(1)), int(stated.group(2)))
+
+
+@pytest.mark.parametrize(
+    "module_path, ours, theirs",
+    [
+        ("recipe_tapo/trainer.py", "recipe_tapo.trainer:RayTAPOTrainer", "verl.trainer.ppo.ray_trainer:RayPPOTrainer"),
+        ("workers/agent_loop.py", "recipe_tapo.workers.agent_loop:TapoAgentLoopManager",
+         "verl.experimental.agent_loop:AgentLoopManager"),
+    ],
+)
+def test_readme_names_every_non_public_verl_member_the_recipe_overrides_or_uses(module_path, ours, theirs):
+    """Overridden methods, and `self.<name>` members inherited from verl that are not public API
+    (a leading underscore), must be in README's list of verl internals."""
+    import importlib
+
+    def load(spec):
+        module, name = spec.split(":")
+        return getattr(importlib.import_module(module), name)
+
+    ours, theirs = load(ours), load(theirs)
+    internals = README[README.index("verl internals this recipe relies on"):README.index("## Documentation")]
+    overridden = {name for name in vars(ours) if callable(vars(ours)[name]) and hasattr(theirs, name)
+                  and not name.startswith("__")}
+    used = set(re.findall(r"self\.(_[a-z]\w*)", (ROOT / module_path).read_text()))
+    inherited = {name for name in used if hasattr(theirs, name) and name not in vars(ours)}
+    missing = sorted(name for name in overridden | inherited if not re.search(rf"\b{name}\b", internals))
+    assert not missing, f"README's verl internals omit {missing}"
