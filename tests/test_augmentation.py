@@ -265,6 +265,19 @@ def test_one_bad_attempt_does_not_stop_the_others(tapo_tokenizer, monkeypatch):
     assert len(result.rows) == 4
 
 
+def test_a_question_the_tokenizer_refuses_fails_its_pair_not_the_round(tapo_tokenizer):
+    """A lone surrogate cannot be tokenised (HF raises TypeError): that pair is ERROR, the others go on."""
+    batch = _rollout_batch(tapo_tokenizer, GROUPS)
+    prompts = batch.non_tensor_batch["raw_prompt"]
+    bad_group_rows = range(len(GROUPS[0]))
+    for row in bad_group_rows:
+        prompts[row] = [{"role": "user", "content": "What is 2 + \ud800 3?"}]
+    result = _augmenter(tapo_tokenizer).augment(batch, 0)
+    statuses = [(record["wrong_row"] in bad_group_rows, record["status"]) for record in result.records]
+    assert all(status == "error" for bad, status in statuses if bad) and any(bad for bad, _ in statuses)
+    assert any(status == "ok" for bad, status in statuses if not bad)
+
+
 def test_synthesis_prompts_carry_no_special_token_from_a_response(tapo_tokenizer):
     im_start = tapo_tokenizer.convert_tokens_to_ids("<|im_start|>")
     wrong_ids = tapo_tokenizer.encode(WRONG, add_special_tokens=False)

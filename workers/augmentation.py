@@ -245,7 +245,11 @@ class SynthesisPlanner:
             )
             group = rows_by_uid[pair.group_id]
             record = _new_record(rollouts, pair, step, texts, rewards, group, row_offset)
-            request = self._request(rollouts, pair, key, request_id, texts, step)
+            try:
+                request = self._request(rollouts, pair, key, request_id, texts, step)
+            except Exception:  # noqa: BLE001  one pair's texts never end the round
+                logger.exception("TAPO: building synthesis request %s failed", request_id)
+                request = ERROR
             if isinstance(request, str):
                 record["status"] = request
                 request = None
