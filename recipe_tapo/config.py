@@ -224,8 +224,9 @@ class AdvantageConfig:
     # false = the DAE-off ablation: constructed rows join their source group's statistics (one
     # GRPO normalisation over the union of a uid's original and constructed rows, for both).
     decoupled: bool = True
-    # "separate": L = L_GRPO(G_orig) + lambda * L_ref(G_ref), each part normalised over its own tokens
-    # (token-mean) or rows (seq-mean), as the paper's equation 6 reads; "joint": verl's one
+    # "separate": L = L_GRPO(G_orig) + lambda * L_ref(G_ref) as the paper's equation 6 reads, L_GRPO
+    # normalised over each mini-batch's original tokens (token-mean) or rows (seq-mean), L_ref over
+    # the whole step's constructed ones (recipe_tapo/loss_normalization.py); "joint": verl's one
     # normalisation over every row of the mini-batch, which shrinks the GRPO part by the
     # constructed share.
     loss_normalization: str = "separate"

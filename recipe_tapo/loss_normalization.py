@@ -1,18 +1,23 @@
-"""The loss as the paper writes it: L = L_GRPO(G_orig) + lambda * L_ref(G_ref), each part normalised
-on its own (`tapo.advantage.loss_normalization=separate`), from verl's one normalisation.
+"""The loss as the paper writes it: L = L_GRPO + lambda * L_ref(G_ref), each part normalised on
+its own (`tapo.advantage.loss_normalization=separate`), from verl's one normalisation.
 
 verl 0.9.1 averages the policy loss of a mini-batch once over all its rows (`agg_loss`): under
-`token-mean` it divides by every loss token of the mini-batch, so with N_o original and N_c
-constructed tokens the loss is (N_o L_GRPO + lambda N_c L_ref) / (N_o + N_c), the GRPO part
-shrinking by the constructed share; under the `seq-mean-*` modes it divides by the mini-batch's
-row count, padding rows included. The clipped PPO objective is linear in the advantage for a
-positive factor, so scaling each row's advantage by its part's share of the mini-batch turns verl's
-one average into the two separate ones:
+`token-mean` it divides by every loss token of the mini-batch (N_m), so constructed tokens dilute
+the GRPO part; under the `seq-mean-*` modes it divides by the mini-batch's row count (G_m, padding
+rows included). The clipped PPO objective is linear in the advantage for a positive factor, so a
+per-row factor on the advantage ("scale") sets each token's weight in the loss to scale / N_m.
 
-- token-mean: original rows x N / N_o, constructed rows x N / N_c (N = N_o + N_c);
-- seq-mean-token-mean / seq-mean-token-sum(-norm): original rows x G / R_o, constructed rows x
-  G / R_c, with G the mini-batch's rows (padding included, as verl counts them) and R_o, R_c the
-  rows of each part, so padding rows leave both means;
+Equation 6 averages L_GRPO over a mini-batch's rollouts and L_ref over the *step's* constructed
+tokens. verl's `_balance_batch` sorts each rank's rows by length before the batch is cut into
+contiguous mini-batches, so constructed rows cluster in a few mini-batches; normalising L_ref inside
+each mini-batch would drop it from some optimizer steps and give the whole lambda to one or two rows
+in others. The scales here follow the equation over the whole step (M mini-batches):
+
+- token-mean: an original row of mini-batch m x N_m / N_o,m (each original token keeps GRPO's weight
+  1 / N_o,m); a constructed row x N_m * M / C, with C the step's constructed tokens, so every
+  constructed token weighs M / C and together they weigh M (lambda x L_ref once per mini-batch, on
+  average, as L_GRPO);
+- seq-mean-token-mean / seq-mean-token-sum(-norm): the same by rows: G_m / R_o,m and G_m * M / R_c;
 - token-sum: nothing is averaged; every scale is 1.
 
 With no constructed row every scale is exactly 1, so the loss is GRPO's bit for bit. The scales
@@ -59,8 +64,9 @@ def separate_loss_scales(
     mini_batch: np.ndarray,
     loss_agg_mode: str,
 ) -> torch.Tensor:
-    """Per-row factors on the advantage that make verl's loss L_GRPO + lambda * L_ref with each
-    part normalised over its own tokens or rows (module docstring). Padding rows get 0.
+    """Per-row factors on the advantage that make verl's loss equation 6 over the whole step: each
+    original token keeps GRPO's weight in its mini-batch, every constructed token of the step weighs
+    the same (module docstring). Padding rows get 0.
 
     Args:
         response_mask: shape (bs, response_length), the loss mask of each row.
@@ -71,25 +77,74 @@ def separate_loss_scales(
     Returns:
         shape (bs,), float32.
     """
+    _check_mode(loss_agg_mode)
+    scales = torch.zeros(response_mask.shape[0], dtype=torch.float32)
+    original, constructed = _row_flags(is_original), _row_flags(is_constructed)
+    if loss_agg_mode == TOKEN_SUM:
+        scales[original | constructed] = 1.0
+        return scales
+    size = _normaliser_units(response_mask, loss_agg_mode)
+    mini_batch = torch.as_tensor(np.asarray(mini_batch, dtype=np.int64))
+    indices = torch.unique(mini_batch).tolist()
+    constructed_total = size[constructed].sum()
+    for index in indices:
+        rows = mini_batch == index
+        total = size[rows].sum()
+        original_size = size[rows & original].sum()
+        if original_size > 0:
+            scales[rows & original] = float(total / original_size)
+        if constructed_total > 0:
+            scales[rows & constructed] = float(total * len(indices) / constructed_total)
+    return scales
+
+
+def ref_loss_weight(
+    response_mask: torch.Tensor,
+    scales: torch.Tensor,
+    is_constructed: np.ndarray,
+    mini_batch: np.ndarray,
+    loss_agg_mode: str,
+) -> float:
+    """What L_ref weighs in the update, as a multiple of lambda per mini-batch: the constructed
+    tokens' (rows', under seq-mean) summed loss weight scale / N_m, averaged over the step's
+    mini-batches. 1 under `separate`; under `joint` (scales 1) the mean constructed share of a
+    mini-batch. NaN under token-sum, which averages nothing.
+
+    Args:
+        response_mask: shape (bs, response_length).
+        scales: shape (bs,), the loss scales the update uses.
+        is_constructed: shape (bs,), bool.
+        mini_batch: shape (bs,), `mini_batch_of_rows`.
+        loss_agg_mode: verl's `actor.loss_agg_mode`.
+    """
+    _check_mode(loss_agg_mode)
+    if loss_agg_mode == TOKEN_SUM:
+        return float("nan")
+    size = _normaliser_units(response_mask, loss_agg_mode)
+    constructed = _row_flags(is_constructed)
+    mini_batch = torch.as_tensor(np.asarray(mini_batch, dtype=np.int64))
+    indices = torch.unique(mini_batch).tolist()
+    weight = 0.0
+    for index in indices:
+        rows = mini_batch == index
+        total = size[rows].sum()
+        if total > 0:
+            weight += float((scales.double()[rows & constructed] * size[rows & constructed]).sum() / total)
+    return weight / len(indices)
+
+
+def _check_mode(loss_agg_mode: str) -> None:
     if loss_agg_mode not in (TOKEN_MEAN, TOKEN_SUM, *SEQ_MEAN_MODES):
         raise ValueError(f"tapo.advantage.loss_normalization=separate does not know loss_agg_mode {loss_agg_mode!r}")
-    scales = torch.zeros(response_mask.shape[0], dtype=torch.float32)
-    parts = (torch.as_tensor(np.asarray(is_original, dtype=bool)), torch.as_tensor(np.asarray(is_constructed, dtype=bool)))
-    if loss_agg_mode == TOKEN_SUM:
-        for part in parts:
-            scales[part] = 1.0
-        return scales
-    tokens = response_mask.sum(dim=-1).to(torch.float64)
-    mini_batch = torch.as_tensor(np.asarray(mini_batch, dtype=np.int64))
-    for index in torch.unique(mini_batch).tolist():
-        rows = mini_batch == index
-        if loss_agg_mode == TOKEN_MEAN:
-            total = tokens[rows].sum()
-            part_sizes = [tokens[rows & part].sum() for part in parts]
-        else:
-            total = rows.sum().to(torch.float64)
-            part_sizes = [(rows & part).sum().to(torch.float64) for part in parts]
-        for part, size in zip(parts, part_sizes):
-            if size > 0:
-                scales[rows & part] = float(total / size)
-    return scales
+
+
+def _row_flags(flags: np.ndarray) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(flags, dtype=bool))
+
+
+def _normaliser_units(response_mask: torch.Tensor, loss_agg_mode: str) -> torch.Tensor:
+    """What verl divides by, per row: its loss tokens (token-mean) or 1 (seq-mean: rows, padding
+    rows included, as verl counts them)."""
+    if loss_agg_mode == TOKEN_MEAN:
+        return response_mask.sum(dim=-1).to(torch.float64)
+    return torch.ones(response_mask.shape[0], dtype=torch.float64)

@@ -13,6 +13,7 @@ import torch
 def prefix_net_advantage(
     advantages: torch.Tensor,
     token_factor: torch.Tensor,
+    loss_scales: torch.Tensor,
     cut_tokens: np.ndarray,
     source_row: np.ndarray,
     is_original: np.ndarray,
@@ -21,14 +22,17 @@ def prefix_net_advantage(
     """Per construction, the mean over its kept prefix of the advantage both rows put on it.
 
     A construction repeats its wrong answer's token ids up to the cut, under the same prompt, so
-    each of those tokens is trained by both rows: A_wrong (the wrong answer's GRPO advantage) and
-    A_construction x lambda x OTS_t. Their sum per token, averaged over the prefix, says which way
-    the shared prefix (erroneous step included under `prefix_end=after_error`) is pushed: positive
-    means the update makes the wrong answer's own prefix more likely.
+    each of those tokens is trained by both rows, with the advantage verl's loss sees on each:
+    A_wrong x s_wrong (the wrong answer's GRPO advantage and loss scale) and
+    A_construction x lambda x OTS_t x s_construction. Their sum per token, averaged over the prefix,
+    says which way the shared prefix (erroneous step included under `prefix_end=after_error`) is
+    pushed: positive means the update makes the wrong answer's own prefix more likely. (Left out:
+    verl's division by each mini-batch's token or row count, which balancing keeps close.)
 
     Args:
         advantages: shape (bs, response_length), DAE advantages before lambda and OTS.
         token_factor: shape (bs, response_length), lambda x OTS on constructed rows, 1 elsewhere.
+        loss_scales: shape (bs,), the loss-normalisation scale of each row (`loss_normalization`).
         cut_tokens: shape (bs,), kept prefix length of each constructed row.
         source_row: shape (bs,), the rollout position of each original row, and of its wrong
             answer for each constructed row (-1 on padding).
@@ -45,7 +49,10 @@ def prefix_net_advantage(
         if cut <= 0:
             values.append(0.0)
             continue
-        net = advantages[wrong, :cut] + advantages[row, :cut] * token_factor[row, :cut]
+        net = (
+            advantages[wrong, :cut] * loss_scales[wrong]
+            + advantages[row, :cut] * token_factor[row, :cut] * loss_scales[row]
+        )
         values.append(float(net.double().mean()))
     return np.asarray(values, dtype=np.float64)
 

@@ -37,7 +37,7 @@ from verl.trainer.ppo.core_algos import agg_loss
 from verl.trainer.ppo.ray_trainer import RayPPOTrainer
 
 from recipe_tapo.advantage import compute_constructed_token_factor, compute_ots_weights, use_advantage_settings
-from recipe_tapo.loss_normalization import mini_batch_of_rows, separate_loss_scales
+from recipe_tapo.loss_normalization import mini_batch_of_rows, ref_loss_weight, separate_loss_scales
 from recipe_tapo.run_config import check_tapo_run_config
 from recipe_tapo.step_metrics import constructed_row_metrics, prefix_net_advantage
 from recipe_tapo.textio import write_json_line
@@ -236,34 +236,50 @@ class RayTAPOTrainer(RayPPOTrainer):
         ots = batch.batch.pop(OTS_WEIGHTS) if OTS_WEIGHTS in batch.batch.keys() else None
         original, constructed, padding = row_kinds(batch)
         dae = batch.batch["advantages"]
-        scales = self._loss_scales(batch, original, constructed)
+        mini_batch = self._mini_batch_of_rows(len(batch))
+        scales = self._loss_scales(batch, original, constructed, mini_batch)
         batch.batch["advantages"] = dae * factor * scales.unsqueeze(-1)
         with self._mini_batch_size_for(len(batch)):
             output = super()._update_actor(batch)
         batch.batch["advantages"] = dae  # verl's data metrics show the DAE advantages
 
         cut, source = (np.asarray(batch.non_tensor_batch[key], dtype=np.int64) for key in (CUT_TOKENS, SOURCE_ROW))
-        prefix_net = prefix_net_advantage(dae, factor, cut, source, original, constructed)
+        prefix_net = prefix_net_advantage(dae, factor, scales, cut, source, original, constructed)
         metrics = constructed_row_metrics(
             dae, factor, ots, batch.batch["response_mask"], cut, prefix_net, original, constructed, padding
         )
-        for name, rows in (("original", original), ("constructed", constructed)):
-            if rows.any():
-                metrics[f"tapo/loss_scale/{name}"] = float(scales[torch.as_tensor(rows)].mean())
+        metrics.update(self._loss_scale_metrics(batch, scales, original, constructed, mini_batch))
         metrics.update(self._pending_metrics)
         output.meta_info["metrics"].update(metrics)
         self._maybe_dump(batch, dae, ots, constructed, prefix_net)
         _replace_rows(batch, batch.select_idxs(original))
         return output
 
-    def _loss_scales(self, batch: DataProto, original: np.ndarray, constructed: np.ndarray) -> torch.Tensor:
+    def _mini_batch_of_rows(self, rows: int) -> np.ndarray:
+        shuffled = bool(self.config.actor_rollout_ref.actor.get("shuffle", False))
+        return mini_batch_of_rows(rows, self._actor_dp_size(), self._num_mini_batches(), shuffled=shuffled)
+
+    def _loss_scales(self, batch: DataProto, original: np.ndarray, constructed: np.ndarray, mini_batch: np.ndarray):
         if self.tapo_config.advantage.loss_normalization == "joint" or not constructed.any():
             return torch.ones(len(batch), dtype=torch.float32)
-        actor = self.config.actor_rollout_ref.actor
-        mini_batch = mini_batch_of_rows(
-            len(batch), self._actor_dp_size(), self._num_mini_batches(), shuffled=bool(actor.get("shuffle", False))
-        )
-        return separate_loss_scales(batch.batch["response_mask"], original, constructed, mini_batch, actor.loss_agg_mode)
+        mode = self.config.actor_rollout_ref.actor.loss_agg_mode
+        return separate_loss_scales(batch.batch["response_mask"], original, constructed, mini_batch, mode)
+
+    def _loss_scale_metrics(self, batch, scales, original, constructed, mini_batch) -> dict[str, float]:
+        """Mean scale per row kind, the constructed rows' largest and smallest, and L_ref's weight."""
+        metrics = {}
+        for name, rows in (("original", original), ("constructed", constructed)):
+            if rows.any():
+                metrics[f"tapo/loss_scale/{name}"] = float(scales[torch.as_tensor(rows)].mean())
+        if constructed.any():
+            of_constructed = scales[torch.as_tensor(constructed)]
+            metrics["tapo/loss_scale/constructed_max"] = float(of_constructed.max())
+            metrics["tapo/loss_scale/constructed_min"] = float(of_constructed.min())
+            mode = self.config.actor_rollout_ref.actor.loss_agg_mode
+            weight = ref_loss_weight(batch.batch["response_mask"], scales, constructed, mini_batch, mode)
+            if not math.isnan(weight):
+                metrics["tapo/ref_loss_weight"] = weight
+        return metrics
 
     @contextlib.contextmanager
     def _mini_batch_size_for(self, rows: int):

@@ -1,6 +1,8 @@
 """The paper's loss L = L_GRPO + lambda * L_ref from verl's one normalisation: row scales, verl's
 mini-batch split, and the gradient of verl's own policy loss against a hand computation."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,7 @@ from verl.trainer.ppo.core_algos import compute_policy_loss_vanilla
 from verl.utils import tensordict_utils as tu
 from verl.workers.config import ActorConfig
 
-from recipe_tapo.loss_normalization import mini_batch_of_rows, separate_loss_scales
+from recipe_tapo.loss_normalization import mini_batch_of_rows, ref_loss_weight, separate_loss_scales
 
 # Two mini-batches of 6 rows: originals with 4, 2, 3 tokens; constructions with 5 and 1; one padding row.
 MASK = torch.tensor(
@@ -114,3 +116,94 @@ def test_the_gradient_of_verls_loss_is_the_papers_equation():
 def test_the_trainer_configs_of_the_toy_and_gpu_runs_keep_the_default():
     defaults = OmegaConf.load("config/tapo_defaults.yaml")
     assert defaults.tapo.advantage.loss_normalization == "separate"
+
+
+def _balanced_step(seed: int = 0):
+    """One step at the issue's shape, ordered by verl 0.9.1's own `_balance_batch`: 8 ranks, 4
+    mini-batches, 1024 rollouts of 100-400 response tokens, 40 longer constructions (500-700) and
+    the padding rows that bring the batch to a multiple of 8 ranks x 4 mini-batches x K=8."""
+    from types import SimpleNamespace
+
+    from verl.trainer.ppo.ray_trainer import RayPPOTrainer
+
+    from recipe_tapo.trainer import padding_rows_needed, row_multiple
+
+    generator = np.random.default_rng(seed)
+    dp_size, num_mini_batches, prompt, width = 8, 4, 64, 700
+    lengths = [*generator.integers(100, 401, 1024), *generator.integers(500, 701, 40)]
+    padding = padding_rows_needed(len(lengths), row_multiple(dp_size, 8, num_mini_batches))
+    lengths += [0] * padding
+    kinds = np.array(["original"] * 1024 + ["constructed"] * 40 + ["padding"] * padding, dtype=object)
+    response_mask = (torch.arange(width).unsqueeze(0) < torch.as_tensor(lengths).unsqueeze(1)).long()
+    batch = DataProto.from_dict(
+        tensors={
+            "response_mask": response_mask,
+            "attention_mask": torch.cat([torch.ones(len(lengths), prompt, dtype=torch.long), response_mask], dim=1),
+        },
+        non_tensors={"kind": kinds},
+    )
+    verl_trainer = SimpleNamespace(_get_dp_size=lambda worker_group, role: dp_size, actor_rollout_wg=None)
+    RayPPOTrainer._balance_batch(verl_trainer, batch, metrics={})
+    kinds = batch.non_tensor_batch["kind"]
+    mini_batch = mini_batch_of_rows(len(batch), dp_size, num_mini_batches, shuffled=False)
+    return batch.batch["response_mask"], kinds == "original", kinds == "constructed", mini_batch
+
+
+@pytest.mark.parametrize("mode", ["token-mean", "seq-mean-token-mean"])
+def test_every_constructed_token_of_a_step_weighs_the_same_under_verls_balance_order(mode):
+    """Equation 6 over the step: verl's balancing clusters the constructions in some mini-batches
+    (the issue measured 0, 18, 22, 0), yet each constructed token (row, under seq-mean) weighs M / C
+    in verl's loss, together M (lambda x L_ref once per optimizer step), and each original token
+    keeps GRPO's weight 1 / N_o in its mini-batch."""
+    mask, original, constructed, mini_batch = _balanced_step()
+    per_mini_batch = [int(constructed[mini_batch == index].sum()) for index in range(4)]
+    assert min(per_mini_batch) == 0 and sum(per_mini_batch) == 40  # the clustering is real
+
+    scales = separate_loss_scales(mask, original, constructed, mini_batch, mode)
+    units = mask.sum(-1).double() if mode == "token-mean" else torch.ones(len(mask), dtype=torch.float64)
+    # verl divides a mini-batch's loss by its tokens (token-mean) or its rows, padding included (seq-mean)
+    normaliser = torch.stack([units[torch.as_tensor(mini_batch == index)].sum() for index in mini_batch])
+    weight = scales.double() / normaliser
+    rows_c = torch.as_tensor(constructed)
+    total_c = units[rows_c].sum()
+    assert torch.allclose(weight[rows_c], torch.full((40,), 4 / total_c, dtype=torch.float64))
+    assert float((weight * units)[rows_c].sum()) == pytest.approx(4.0)
+    for index in range(4):
+        rows_o = torch.as_tensor(original & (mini_batch == index))
+        assert torch.allclose(weight[rows_o], 1 / units[rows_o].sum())
+    assert float(ref_loss_weight(mask, scales, constructed, mini_batch, mode)) == pytest.approx(1.0)
+
+
+def test_verls_loss_over_the_step_is_equation_6():
+    """The summed token-mean loss of verl's 4 optimizer steps (agg_loss per mini-batch, as the actor
+    computes it) on any per-token loss l equals sum_m mean_{original in m}(l) + M * mean_{constructed}(l)."""
+    from verl.trainer.ppo.core_algos import agg_loss
+
+    mask, original, constructed, mini_batch = _balanced_step(seed=1)
+    loss = torch.rand(mask.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    scales = separate_loss_scales(mask, original, constructed, mini_batch, "token-mean").double()
+    verls = sum(
+        float(agg_loss(loss[rows] * scales[rows].unsqueeze(-1), mask[rows], "token-mean"))
+        for rows in (torch.as_tensor(mini_batch == index) for index in range(4))
+    )
+    papers = 0.0
+    for index in range(4):
+        rows = torch.as_tensor(original & (mini_batch == index))
+        papers += float((loss[rows] * mask[rows]).sum() / mask[rows].sum())
+    rows = torch.as_tensor(constructed)
+    papers += 4 * float((loss[rows] * mask[rows]).sum() / mask[rows].sum())
+    assert verls == pytest.approx(papers, rel=1e-6)  # the scales are float32
+
+
+def test_ref_loss_weight_shows_what_joint_normalisation_gives_l_ref():
+    """Under joint normalisation (scales 1) L_ref weighs the mean constructed share of a mini-batch."""
+    mask, original, constructed, mini_batch = _balanced_step()
+    joint = ref_loss_weight(mask, torch.ones(len(mask)), constructed, mini_batch, "token-mean")
+    tokens = mask.sum(-1).double()
+    shares = [
+        float(tokens[torch.as_tensor(constructed & (mini_batch == index))].sum() / tokens[torch.as_tensor(mini_batch == index)].sum())
+        for index in range(4)
+    ]
+    assert joint == pytest.approx(sum(shares) / 4)
+    assert joint < 0.2
+    assert math.isnan(ref_loss_weight(mask, torch.ones(len(mask)), constructed, mini_batch, "token-sum"))

@@ -43,7 +43,7 @@ def test_a_degenerate_ref_group_against_the_orig_baseline_pushes_the_wrong_prefi
     original, constructed = _flags(9)
     source = np.array(list(range(8)) + [right])
     cut = np.array([0] * 8 + [4])
-    net = prefix_net_advantage(advantages, torch.ones(9, WIDTH), cut, source, original, constructed)
+    net = prefix_net_advantage(advantages, torch.ones(9, WIDTH), torch.ones(9), cut, source, original, constructed)
     assert net.tolist() == pytest.approx([expected], abs=1e-3)
     assert net[0] > 0
 
@@ -52,7 +52,7 @@ def test_the_literal_formula_leaves_the_wrong_prefix_its_negative_advantage():
     advantages = _group_of_eight_with_one_right_construction(3, "zero")
     original, constructed = _flags(9)
     net = prefix_net_advantage(
-        advantages, torch.ones(9, WIDTH), np.array([0] * 8 + [4]), np.array(list(range(8)) + [3]), original, constructed
+        advantages, torch.ones(9, WIDTH), torch.ones(9), np.array([0] * 8 + [4]), np.array(list(range(8)) + [3]), original, constructed
     )
     assert net.tolist() == pytest.approx([-0.375 / (_std(3) + 1e-6)], rel=1e-4)
 
@@ -61,10 +61,21 @@ def test_the_net_advantage_weighs_the_construction_by_lambda_and_ots():
     advantages = torch.tensor([[-1.0, -1.0, -1.0, 0.0], [2.0, 2.0, 2.0, 2.0]])
     factor = torch.tensor([[1.0, 1.0, 1.0, 0.0], [0.5, 0.1, 2.0, 1.0]])
     net = prefix_net_advantage(
-        advantages, factor, np.array([0, 3]), np.array([7, 7]), np.array([True, False]), np.array([False, True])
+        advantages, factor, torch.ones(2), np.array([0, 3]), np.array([7, 7]), np.array([True, False]), np.array([False, True])
     )
     # Over the 3 prefix tokens: -1 + 2 x (0.5, 0.1, 2.0) = (0, -0.8, 3) -> mean 0.7333.
     assert net.tolist() == pytest.approx([(0.0 - 0.8 + 3.0) / 3])
+
+
+def test_the_net_advantage_is_what_verls_loss_sees_loss_scales_included():
+    advantages = torch.tensor([[-1.0, -1.0, -1.0, 0.0], [2.0, 2.0, 2.0, 2.0]])
+    factor = torch.tensor([[1.0, 1.0, 1.0, 0.0], [0.5, 0.1, 2.0, 1.0]])
+    scales = torch.tensor([1.25, 10.0])  # e.g. separate normalisation with few constructed tokens
+    net = prefix_net_advantage(
+        advantages, factor, scales, np.array([0, 3]), np.array([7, 7]), np.array([True, False]), np.array([False, True])
+    )
+    # -1.25 + 20 x (0.5, 0.1, 2.0) = (8.75, 0.75, 38.75) -> mean 16.0833.
+    assert net.tolist() == pytest.approx([(8.75 + 0.75 + 38.75) / 3])
 
 
 def test_the_batch_metrics_hand_computed():
@@ -79,7 +90,7 @@ def test_the_batch_metrics_hand_computed():
         mask,
         cut_tokens=np.array([0, 0, 2, 0]),
         prefix_net=prefix_net_advantage(
-            advantages, factor, np.array([0, 0, 2, 0]), np.array([0, 1, 0, -1]),
+            advantages, factor, torch.ones(4), np.array([0, 0, 2, 0]), np.array([0, 1, 0, -1]),
             np.array([True, True, False, False]), np.array([False, False, True, False]),
         ),
         is_original=np.array([True, True, False, False]),
