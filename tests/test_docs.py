@@ -94,7 +94,7 @@ def test_every_start_up_refusal_setting_is_in_the_refusal_list():
     refusals = page[page.index("## Refused at start-up"):page.index("## Where the paper is silent")]
     for setting in ("balance_batch", "agent_loop_manager_class", "critic_warmup", "use_kl_loss", "use_kl_in_reward",
                     "use_prefix_grouper", "distillation.enabled", "skip.rollout.enable", "bypass_mode",
-                    "max_pairs_per_step", "multi-turn", "max_model_len"):
+                    "max_pairs_per_step", "multi-turn", "max_model_len", "use_v1"):
         assert setting in refusals, setting
 
 
