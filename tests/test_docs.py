@@ -158,3 +158,27 @@ def test_readme_names_every_non_public_verl_member_the_recipe_overrides_or_uses(
     inherited = {name for name in used if hasattr(theirs, name) and name not in vars(ours)}
     missing = sorted(name for name in overridden | inherited if not re.search(rf"\b{name}\b", internals))
     assert not missing, f"README's verl internals omit {missing}"
+
+
+def _entry_points():
+    """`python -m` names of the installed modules with a main guard, and of packages with a
+    `__main__.py` (folders installed under the recipe's namespace as setup.py maps them)."""
+    roots = {"recipe_tapo": "recipe_tapo", "workers": "recipe_tapo.workers", "reward": "recipe_tapo.reward"}
+    found = {}
+    for folder, package in roots.items():
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            if not re.search(r"""^if __name__ == ["']__main__["']:""", path.read_text(), flags=re.M):
+                continue
+            parts = path.relative_to(ROOT / folder).with_suffix("").parts
+            if parts[-1] == "__main__":
+                parts = parts[:-1]
+            found[".".join((package, *parts))] = path.relative_to(ROOT).as_posix()
+    return found
+
+
+def test_tools_lists_every_command_the_package_has_and_no_other():
+    page = DOCS["docs/tools.md"]
+    listed = set(re.findall(r"^\| `python -m ([\w.]+)", page, flags=re.M))
+    not_commands = {module: path for module, path in _entry_points().items() if f"`{path}`" in page}
+    assert set(not_commands) == {"recipe_tapo.reward.verifier_worker"}  # started by the reward as a script
+    assert listed == set(_entry_points()) - set(not_commands)
