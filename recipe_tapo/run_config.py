@@ -33,6 +33,13 @@ def check_tapo_run_config(config: Any) -> TapoConfig:
         ValueError: naming the keys of any setting that cannot work.
     """
     tapo = TapoConfig.from_omegaconf(config.get("tapo"))
+    # Refused whatever tapo.enable says: recipe_tapo.main runs the legacy trainer in either case.
+    _require(
+        not bool(config.trainer.get("use_v1", False)),
+        "trainer.use_v1=true: recipe_tapo.main runs verl's legacy trainer (verl.trainer.main_ppo_v0, "
+        "RayPPOTrainer), the one the TAPO trainer subclasses, and never verl's V1 trainer. "
+        "Set trainer.use_v1=false (the recipe's default).",
+    )
     if not tapo.enable:
         return tapo
     estimator = str(config.algorithm.adv_estimator)

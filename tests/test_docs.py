@@ -94,7 +94,7 @@ def test_every_start_up_refusal_setting_is_in_the_refusal_list():
     refusals = page[page.index("## Refused at start-up"):page.index("## Where the paper is silent")]
     for setting in ("balance_batch", "agent_loop_manager_class", "critic_warmup", "use_kl_loss", "use_kl_in_reward",
                     "use_prefix_grouper", "distillation.enabled", "skip.rollout.enable", "bypass_mode",
-                    "max_pairs_per_step", "multi-turn", "max_model_len"):
+                    "max_pairs_per_step", "multi-turn", "max_model_len", "use_v1"):
         assert setting in refusals, setting
 
 
@@ -139,6 +139,7 @@ def test_the_stated_test_counts_are_the_suites():
         ("recipe_tapo/trainer.py", "recipe_tapo.trainer:RayTAPOTrainer", "verl.trainer.ppo.ray_trainer:RayPPOTrainer"),
         ("workers/agent_loop.py", "recipe_tapo.workers.agent_loop:TapoAgentLoopManager",
          "verl.experimental.agent_loop:AgentLoopManager"),
+        ("recipe_tapo/main.py", "recipe_tapo.main:TapoTaskRunner", "verl.trainer.main_ppo_v0:TaskRunner.__ray_actor_class__"),
     ],
 )
 def test_readme_names_every_non_public_verl_member_the_recipe_overrides_or_uses(module_path, ours, theirs):
@@ -147,14 +148,77 @@ def test_readme_names_every_non_public_verl_member_the_recipe_overrides_or_uses(
     import importlib
 
     def load(spec):
-        module, name = spec.split(":")
-        return getattr(importlib.import_module(module), name)
+        module, names = spec.split(":")
+        found = importlib.import_module(module)
+        for name in names.split("."):
+            found = getattr(found, name)
+        return found
 
-    ours, theirs = load(ours), load(theirs)
     internals = README[README.index("verl internals this recipe relies on"):README.index("## Documentation")]
+    module, names = theirs.split(":")
+    assert f"`{module}.{names.split('.')[0]}`" in internals, f"README must name {module}.{names.split('.')[0]}"
+    ours, theirs = load(ours), load(theirs)
     overridden = {name for name in vars(ours) if callable(vars(ours)[name]) and hasattr(theirs, name)
                   and not name.startswith("__")}
     used = set(re.findall(r"self\.(_[a-z]\w*)", (ROOT / module_path).read_text()))
     inherited = {name for name in used if hasattr(theirs, name) and name not in vars(ours)}
     missing = sorted(name for name in overridden | inherited if not re.search(rf"\b{name}\b", internals))
     assert not missing, f"README's verl internals omit {missing}"
+
+
+def _entry_points():
+    """`python -m` names of the installed modules with a main guard, and of packages with a
+    `__main__.py` (folders installed under the recipe's namespace as setup.py maps them)."""
+    roots = {"recipe_tapo": "recipe_tapo", "workers": "recipe_tapo.workers", "reward": "recipe_tapo.reward"}
+    found = {}
+    for folder, package in roots.items():
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            if not re.search(r"""^if __name__ == ["']__main__["']:""", path.read_text(), flags=re.M):
+                continue
+            parts = path.relative_to(ROOT / folder).with_suffix("").parts
+            if parts[-1] == "__main__":
+                parts = parts[:-1]
+            found[".".join((package, *parts))] = path.relative_to(ROOT).as_posix()
+    return found
+
+
+def test_tools_lists_every_command_the_package_has_and_no_other():
+    page = DOCS["docs/tools.md"]
+    listed = set(re.findall(r"^\| `python -m ([\w.]+)", page, flags=re.M))
+    not_commands = {module: path for module, path in _entry_points().items() if f"`{path}`" in page}
+    assert set(not_commands) == {"recipe_tapo.reward.verifier_worker"}  # started by the reward as a script
+    assert listed == set(_entry_points()) - set(not_commands)
+
+
+def test_every_verl_name_readme_lists_exists_where_the_code_imports_it_from():
+    """A dotted `verl.<module>.<name>` in README's verl internals must resolve in the installed verl,
+    and the recipe must import that module or that name from it (so `main_ppo` for `main_ppo_v0`,
+    or a name verl moved, fails here)."""
+    import importlib
+
+    internals = README[README.index("verl internals this recipe relies on"):README.index("## Documentation")]
+    code = "\n".join(path.read_text() for folder in ("recipe_tapo", "workers", "reward")
+                     for path in (ROOT / folder).rglob("*.py"))
+    imported = set()
+    for module, names in re.findall(r"^\s*from (verl[\w.]*) import ([\w, ]+)", code, flags=re.M):
+        imported |= {module} | {f"{module}.{name.split(' as ')[0].strip()}" for name in names.split(",")}
+    dotted = set(re.findall(r"`(verl(?:\.\w+)+)`", internals))
+    assert len(dotted) >= 8, dotted
+    wrong = []
+    for name in sorted(dotted):
+        parts = name.split(".")
+        for split in range(len(parts), 0, -1):
+            try:
+                found = importlib.import_module(".".join(parts[:split]))
+                break
+            except ImportError:
+                continue
+        try:
+            for attribute in parts[split:]:
+                found = getattr(found, attribute)
+        except AttributeError:
+            wrong.append(f"{name} (not in verl)")
+            continue
+        if not any(name == known or name.startswith(known + ".") for known in imported):
+            wrong.append(f"{name} (the code does not import it from there)")
+    assert not wrong, wrong

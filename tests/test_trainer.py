@@ -89,6 +89,14 @@ def test_a_reward_model_in_its_own_pool_is_accepted():
     assert check_tapo_run_config(_compose(overrides)).enable
 
 
+@pytest.mark.parametrize("enable", ["true", "false"])
+def test_verls_v1_trainer_is_refused_by_name_with_tapo_on_or_off(enable):
+    """recipe_tapo.main always runs the legacy trainer: use_v1=true would otherwise be ignored."""
+    overrides = ["actor_rollout_ref.rollout.max_model_len=32768", f"tapo.enable={enable}", "trainer.use_v1=true"]
+    with pytest.raises(ValueError, match=r"trainer.use_v1=true: recipe_tapo.main runs verl's legacy trainer"):
+        check_tapo_run_config(_compose(overrides))
+
+
 def test_disabled_tapo_accepts_any_estimator():
     assert not check_tapo_run_config(_compose(["tapo.enable=false", "algorithm.adv_estimator=grpo"])).enable
 

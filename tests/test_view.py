@@ -460,3 +460,19 @@ def test_a_missing_tokenizer_or_metrics_file_is_named(tmp_path):
         build_page_input(FIXTURE_RUN, tokenizer=str(tmp_path / "nowhere"))
     with pytest.raises(FileNotFoundError, match="no metrics at"):
         build_page_input(FIXTURE_RUN, metrics=str(tmp_path / "nowhere.jsonl"))
+
+
+def test_the_page_names_its_inputs_without_the_builders_folders(tmp_path, monkeypatch):
+    """A committed or shared page must not carry the machine it was built on: an absolute path
+    shows as its last component, a relative one as given."""
+    run = tmp_path / "home" / "someone" / "my_run"
+    shutil.copytree(FIXTURE_RUN, run)
+    (run / "metrics.jsonl").write_text("")  # the note naming the metrics file shows too
+    document, tree = page_of(str(run), tokenizer=os.path.abspath(TOY_TOKENIZER))
+    header = tree.find_all("p", "sub")[0].text()
+    assert header.startswith("my_run · ") and "tokenizer cold_start_model" in header
+    assert "figure 3 left out: no metrics in metrics.jsonl" in document
+    assert str(tmp_path) not in document and os.path.dirname(os.path.abspath(TOY_TOKENIZER)) not in document
+    monkeypatch.chdir(tmp_path / "home")
+    _, tree = page_of(os.path.join("someone", "my_run"))
+    assert tree.find_all("p", "sub")[0].text().startswith("someone/my_run · ")

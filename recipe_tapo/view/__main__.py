@@ -53,6 +53,15 @@ def load_decoder(path: str) -> Decode:
     return lambda ids: tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
 
+def shown_path(path: str) -> str:
+    """A path as the committed or shared page may show it: a relative path as given (it names
+    nothing outside the folder it was run from), an absolute one by its last component only, so
+    the page does not carry the builder's folders (home, user name, scratch disk)."""
+    if os.path.isabs(os.path.expanduser(path)):
+        return os.path.basename(os.path.normpath(os.path.expanduser(path))) or path
+    return os.path.normpath(path)
+
+
 def build_page_input(path: str, metrics: str | None = None, compare: list[str] = (), tokenizer: str | None = None,
                      title: str | None = None) -> PageInput:
     """Read everything the page of `path` shows (see the module docstring).
@@ -73,11 +82,11 @@ def build_page_input(path: str, metrics: str | None = None, compare: list[str] =
             if metrics is not None:
                 raise
             # the run folder's own metrics.jsonl may be empty (a run killed early): the dumps still show
-            notes.append(f"figure 3 left out: {error}")
+            notes.append(f"figure 3 left out: {str(error).replace(metrics_path, shown_path(metrics_path))}")
         else:
             runs[inputs.name] = run.steps
             if run.skipped_lines:
-                notes.append(f"{run.path}: {run.skipped_lines} metrics line(s) skipped (unreadable)")
+                notes.append(f"{shown_path(run.path)}: {run.skipped_lines} metrics line(s) skipped (unreadable)")
     for argument in compare:
         label, compared = parse_run_argument(argument)
         if label in runs:
@@ -85,11 +94,11 @@ def build_page_input(path: str, metrics: str | None = None, compare: list[str] =
         runs[label] = read_run_metrics(compared).steps
     return PageInput(
         title=title or f"TAPO run view: {inputs.name}",
-        source=os.path.abspath(path),
+        source=shown_path(path),
         dump=dump,
         runs=runs,
         notes=tuple(notes),
-        tokenizer=tokenizer,
+        tokenizer=shown_path(tokenizer) if tokenizer else None,
         decode=load_decoder(tokenizer) if tokenizer else None,
     )
 
