@@ -15,7 +15,8 @@ One step (docs/trainer.md). verl 0.9.1's `fit` runs unchanged; TAPO attaches at 
 4. `_update_actor`: DAE advantages (the registered `tapo` estimator, which `fit` called) times the
    factor and the loss-normalisation scales, GRPO's number of mini-batches each a little larger,
    then the `tapo/` metrics and the dump; after the update the batch keeps its original rows only,
-   so verl's data metrics and rollout logs describe the rollouts.
+   so verl's data metrics (scores, advantages, lengths) and rollout logs describe the rollouts;
+   the actor's own metrics cover the constructed rows too (docs/metrics.md says which see what).
 
 With `tapo.enable=false` every seam is verl's own method, so the run is verl's GRPO.
 """
