@@ -72,7 +72,11 @@ def test_qwen3_pair_shares_settings_and_runs_non_thinking(tmp_path):
         commands[script] = printed_command(result.stdout, "recipe_tapo.main")
         assert "data.max_prompt_length=1024 data.max_response_length=8192 rollout.n=8" in result.stdout
     grpo, tapo = commands["run_grpo_qwen3_8b.sh"], commands["run_tapo_qwen3_8b.sh"]
-    shared = [item for item in grpo if not item.startswith(("algorithm.", "tapo.", "trainer.experiment_name"))]
+    shared = [item for item in grpo
+              if not item.startswith(("algorithm.", "tapo.", "trainer.experiment_name", "trainer.default_local_dir"))]
+    # Each run's checkpoints in its own absolute folder under WORK_DIR.
+    assert "trainer.default_local_dir=/home/user/tapo_work/checkpoints/grpo_qwen3_8b" in grpo
+    assert "trainer.default_local_dir=/home/user/tapo_work/checkpoints/tapo_qwen3_8b" in tapo
     assert all(item in tapo for item in shared), set(shared) - set(tapo)
     assert "+data.apply_chat_template_kwargs.enable_thinking=false" in shared
     assert "actor_rollout_ref.model.path=/ckpt/sft/huggingface" in shared  # from the cold-start checkpoint
