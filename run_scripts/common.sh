@@ -6,8 +6,10 @@
 #   NNODES, GPUS_PER_NODE  the cluster (default 1 node of 8 GPUs)
 # Both folders are made absolute here: on several nodes every worker reads a relative path against
 # its own working directory (verl ships no working_dir to the nodes; docs/install.md, Multi-node).
-#   DRY_RUN=1  compose and validate the whole config (hydra, verl's checks, the TAPO start-up
-#              checks), list the files the run needs, print the command; start no Ray.
+#   DRY_RUN=1  every script checks what it can, lists the files it reads and (under "the files it
+#              writes:") those it makes, prints its command and runs nothing; a training script
+#              composes and validates the whole config (hydra, verl's checks, TAPO's start-up
+#              checks) and starts no Ray.
 
 CALLER_DIR=$(pwd)
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
