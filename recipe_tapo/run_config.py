@@ -3,13 +3,15 @@
 `check_tapo_run_config(config)` runs in the driver before Ray starts (recipe_tapo.main) and again in
 the trainer. Every refusal names the keys involved; docs/configuration.md lists them all. Reads the
 hydra config, and the model's `config.json` when the model path is a local folder (for its context
-length).
+length). `check_paths_reach_every_node(config)`, run beside it in the driver, refuses a relative
+local path that the workers of a multi-node run would each read against their own directory.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Any
 
 from omegaconf import OmegaConf
@@ -179,6 +181,43 @@ def _check_unsupported(config: Any) -> None:
         f"loss normalisation weight each token through its advantage, which scales its loss only in "
         f"{list(LINEAR_POLICY_LOSSES)}",
     )
+
+
+# The paths every node's workers open (checkpoints are written by each rank). verl ships no code or
+# working directory to the nodes (its Ray runtime_env sets working_dir to None), so each worker reads
+# a relative path against the directory its own node's Ray was started in.
+NODE_PATH_KEYS = ("actor_rollout_ref.model.path", "data.train_files", "data.val_files",
+                  "trainer.default_local_dir", "tapo.dump.dir")
+# What transformers reads as a hub repository id when no such local folder exists.
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9._-]+$")
+
+
+def check_paths_reach_every_node(config: Any) -> None:
+    """Refuse a relative local path in a key every node reads, on more than one node.
+
+    On one node a relative path is safe: the driver starts Ray, and every worker runs in the
+    driver's working directory. On several, each node's workers run where that node's Ray started.
+    URLs (`hdfs://...`) and, for the model, hub ids (`Qwen/Qwen3-8B`, with no such folder here) pass.
+
+    Raises:
+        ValueError: naming the key and the path.
+    """
+    nodes = int(config.trainer.nnodes)
+    if nodes <= 1:
+        return
+    for key in NODE_PATH_KEYS:
+        value = OmegaConf.select(config, key, default=None)
+        paths = [] if value is None else list(value) if OmegaConf.is_list(value) else [value]
+        for path in map(str, paths):
+            if os.path.isabs(os.path.expanduser(path)) or "://" in path:
+                continue
+            if key == "actor_rollout_ref.model.path" and HUB_ID.match(path) and not os.path.exists(path):
+                continue
+            raise ValueError(
+                f"{key}={path!r} is a relative path, and trainer.nnodes={nodes}: the workers on every node "
+                "read it against their own working directory (verl ships none to the nodes). Give an absolute "
+                "path on storage every node sees (the run scripts make their paths absolute)."
+            )
 
 
 def model_context_length(config: Any) -> int | None:

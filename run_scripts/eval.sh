@@ -1,41 +1,24 @@
 #!/usr/bin/env bash
-# Evaluate a checkpoint on the paper's benchmarks (AIME 2024, AIME 2025, HMMT 2025 Feb): Pass@k,
-# DSR and ERR beside the paper's numbers.
-#   [DRY_RUN=1] MODEL=/path/to/hf_checkpoint bash run_scripts/eval.sh [extra evaluate options...]
-# Environment: MODEL (required), DATA_DIR (run_scripts/prepare_data.sh's output, default
-# $HOME/data/tapo), OUT_DIR (default eval/<model folder name>), MAX_NEW_TOKENS (default 3072: Qwen2.5-Math's
-# context; reproduce.sh passes 8192 for Qwen3-8B).
-# DRY_RUN=1 checks the options, lists the files each is read from (present or missing here) and
-# prints the command; no model loads.
+# Evaluate a checkpoint of a model that no settings file describes, on AIME 2024, AIME 2025 and
+# HMMT 2025 (Pass@k, DSR, ERR beside the paper's numbers). A model the recipe trains has its own
+# script, which samples as its runs did: eval_qwen3_8b.sh, eval_qwen2.5_math.sh. Here the two settings
+# that change what is scored are required, never guessed: the response length and the chat template.
+#   [DRY_RUN=1] MODEL=DIR MAX_NEW_TOKENS=N CHAT_TEMPLATE_KWARGS='{...}' bash run_scripts/eval.sh [evaluate options...]
+# Environment: MODEL, MAX_NEW_TOKENS, CHAT_TEMPLATE_KWARGS (a JSON object, '{}' for the template's
+# default; Qwen3 non-thinking: '{"enable_thinking": false}'), all required; DATA_DIR, WORK_DIR
+# (common.sh); OUT_DIR (default $WORK_DIR/eval/<model folder name>). Sampling: the evaluate
+# command's defaults (16 samples at temperature 0.6, top-p 0.95) unless given as options.
+# DRY_RUN=1 checks the options, lists the files read and written and prints the command; no model loads.
 set -euo pipefail
+source "$(dirname "$0")/common.sh"
+for name in MODEL MAX_NEW_TOKENS CHAT_TEMPLATE_KWARGS; do
+    if [[ -z "${!name:-}" ]]; then
+        echo "eval.sh: set $name (required: it changes what is scored). For a checkpoint of a recipe run use" \
+             "run_scripts/eval_qwen3_8b.sh or run_scripts/eval_qwen2.5_math.sh, which sample as it was trained." >&2
+        exit 2
+    fi
+done
+MODEL=$(model_path "$MODEL")
+OUT_DIR=$(absolute_path "${OUT_DIR:-$WORK_DIR/eval/$(basename "$MODEL")}")
 
-: "${MODEL:?set MODEL to an HF checkpoint folder (a merged verl actor, or a hub id)}"
-DATA_DIR=${DATA_DIR:-$HOME/data/tapo}
-OUT_DIR=${OUT_DIR:-eval/$(basename "$MODEL")}
-MAX_NEW_TOKENS=${MAX_NEW_TOKENS:-3072}
-
-ARGS=(
-    --model "$MODEL"
-    --data "$DATA_DIR/aime2024.parquet" "$DATA_DIR/aime2025.parquet" "$DATA_DIR/hmmt2025.parquet"
-    --n 16 --temperature 0.6 --top-p 0.95 --max-new-tokens "$MAX_NEW_TOKENS" --k 1 2 4 8 16
-    --out-dir "$OUT_DIR"
-    "$@"
-)
-printf '+ python -m recipe_tapo.evaluation.evaluate'
-printf ' %q' "${ARGS[@]}"
-printf '\n'
-if [[ "${DRY_RUN:-0}" == 1 ]]; then
-    python - "${ARGS[@]}" <<'PY'
-import os, sys
-from recipe_tapo.evaluation.evaluate import parse_args
-args = parse_args(sys.argv[1:])
-print("DRY RUN: the evaluation options parse; no model loaded.")
-state = lambda path: "present" if os.path.exists(os.path.expanduser(path)) else "missing here"
-print(f"  --model: {args.model} ({state(args.model)})")
-for path in args.data:
-    print(f"  --data: {path} ({state(path)})")
-print(f"  --out-dir: {args.out_dir} (eval_results.json, eval_results.md, samples.jsonl)")
-PY
-    exit 0
-fi
-python -m recipe_tapo.evaluation.evaluate "${ARGS[@]}"
+run_evaluation --out-dir "$OUT_DIR" --max-new-tokens "$MAX_NEW_TOKENS" --chat-template-kwargs "$CHAT_TEMPLATE_KWARGS" "$@"

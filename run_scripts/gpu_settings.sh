@@ -1,12 +1,23 @@
 # verl settings every GPU run of the recipe shares, whatever the model (sourced by the model's
-# *_settings.sh after it sets LOGGER, NNODES and GPUS_PER_NODE): FSDP actor with padding removal,
+# *_settings.sh once it has set MODEL, TRAIN_FILE, RESPONSE_LENGTH and LOGGER): FSDP actor with padding removal,
 # gradient checkpointing and dynamic batch sizes; vLLM rollout, K=8 at temperature 1; 128 prompts a
 # step in 4 mini-batches, lr 1e-6, no KL or entropy term; validation with 16 samples at 0.6 / 0.95;
 # the recipe's math reward; 500 steps, a checkpoint every 50, validation every 25.
+# The values the difficulty filter and the evaluation also use are named, so they match the runs.
+PROMPT_LENGTH=1024
+GROUP_SIZE=8                 # K, the rollouts per prompt
+ROLLOUT_TEMPERATURE=1.0
+VAL_SAMPLES=16
+VAL_TEMPERATURE=0.6
+VAL_TOP_P=0.95
 SHARED_GPU_ARGS=(
     data.train_batch_size=128
-    data.max_prompt_length=1024
+    data.max_prompt_length="$PROMPT_LENGTH"
     data.filter_overlong_prompts=true
+    data.train_files="$TRAIN_FILE"
+    data.val_files="[$(IFS=,; echo "${BENCHMARK_FILES[*]}")]"
+    data.max_response_length="$RESPONSE_LENGTH"
+    actor_rollout_ref.model.path="$MODEL"
     actor_rollout_ref.model.use_remove_padding=true
     actor_rollout_ref.model.enable_gradient_checkpointing=true
     actor_rollout_ref.actor.optim.lr=1e-6
@@ -15,15 +26,15 @@ SHARED_GPU_ARGS=(
     actor_rollout_ref.actor.use_kl_loss=false
     actor_rollout_ref.actor.entropy_coeff=0
     actor_rollout_ref.rollout.name=vllm
-    actor_rollout_ref.rollout.n=8
-    actor_rollout_ref.rollout.temperature=1.0
+    actor_rollout_ref.rollout.n="$GROUP_SIZE"
+    actor_rollout_ref.rollout.temperature="$ROLLOUT_TEMPERATURE"
     actor_rollout_ref.rollout.tensor_model_parallel_size=1
     actor_rollout_ref.rollout.gpu_memory_utilization=0.7
     actor_rollout_ref.rollout.log_prob_use_dynamic_bsz=true
-    actor_rollout_ref.rollout.val_kwargs.n=16
+    actor_rollout_ref.rollout.val_kwargs.n="$VAL_SAMPLES"
     actor_rollout_ref.rollout.val_kwargs.do_sample=true
-    actor_rollout_ref.rollout.val_kwargs.temperature=0.6
-    actor_rollout_ref.rollout.val_kwargs.top_p=0.95
+    actor_rollout_ref.rollout.val_kwargs.temperature="$VAL_TEMPERATURE"
+    actor_rollout_ref.rollout.val_kwargs.top_p="$VAL_TOP_P"
     actor_rollout_ref.ref.log_prob_use_dynamic_bsz=true
     reward.custom_reward_function.path=pkg://recipe_tapo.reward.math_reward
     reward.custom_reward_function.name=compute_score
@@ -45,7 +56,7 @@ PAPER_TAPO_ARGS=(
     tapo.selection.n_pos=2
     tapo.selection.n_neg=4
     tapo.selection.m_max=4
-    tapo.synthesis.temperature=1.0
+    tapo.synthesis.temperature="$ROLLOUT_TEMPERATURE"
     tapo.advantage.ref_loss_weight=1.0
     tapo.ots.enable=true
     tapo.ots.w_min=0.01

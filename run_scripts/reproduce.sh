@@ -3,46 +3,41 @@
 #   data -> difficulty filter -> cold-start data -> cold-start SFT -> GRPO -> TAPO (both from the SFT
 #   checkpoint) -> merge each to HF -> evaluate each -> one markdown table beside the paper's numbers.
 #   [DRY_RUN=1] bash run_scripts/reproduce.sh
+# It takes no arguments: every stage reads run_scripts/qwen3_8b_settings.sh, so a setting changed
+# there reaches the filter, the cold start, both runs and the evaluation alike (an override given to
+# one stage only would make them disagree). To try a hydra override, run that stage's script.
 # Each finished stage leaves a marker $WORK_DIR/.stages/<stage>.done; a rerun skips those and resumes
 # at the first unfinished one (delete a marker to redo its stage; verl's trainers also resume their
 # own checkpoints). Before the first unfinished stage the GPU environment is checked
-# (run_scripts/check_env.sh). A stage whose input file is missing stops with the file's name.
+# (run_scripts/check_env.sh, with its MIN_FREE_GB). A stage whose input file is missing stops with
+# the file's name.
 # DRY_RUN=1 prints every stage in order, done or pending, with its inputs and command, and runs
 # nothing (the environment check only reports).
 # Environment:
-#   WORK_DIR (default $HOME/tapo_work): checkpoints, cold-start data, evaluations, stage markers
-#   DATA_DIR (default $WORK_DIR/data); BASE_MODEL (default Qwen/Qwen3-8B); TEACHER (optional: a
-#   stronger model writes the cold-start synthesis targets); NNODES, GPUS_PER_NODE (default 1, 8)
-#   NUM_SOLUTIONS / NUM_SYNTHESIS (default 30000 / 15000, the paper's); MIN_FREE_GB (default 800);
-#   SKIP_ENV_CHECK=1 skips the environment check (a stage run off the GPU machine, e.g. the table)
+#   WORK_DIR, DATA_DIR, NNODES, GPUS_PER_NODE (common.sh: $HOME/tapo_work, $HOME/data/tapo, 1, 8)
+#   BASE_MODEL (qwen3_8b_settings.sh: Qwen/Qwen3-8B); TEACHER (optional: a stronger model writes the
+#   cold-start synthesis targets); NUM_SOLUTIONS / NUM_SYNTHESIS (default 30000 / 15000, the paper's);
+#   MIN_FREE_GB (check_env.sh); SKIP_ENV_CHECK=1 skips the environment check (a stage run off the GPU
+#   machine, e.g. the table)
 set -euo pipefail
-cd "$(dirname "$0")/.."
-source run_scripts/common.sh
-
-WORK_DIR=${WORK_DIR:-$HOME/tapo_work}
-DATA_DIR=${DATA_DIR:-$WORK_DIR/data}
-BASE_MODEL=${BASE_MODEL:-Qwen/Qwen3-8B}
-TEACHER=${TEACHER:-}
-NNODES=${NNODES:-1}
-GPUS_PER_NODE=${GPUS_PER_NODE:-8}
-NUM_SOLUTIONS=${NUM_SOLUTIONS:-30000}
-NUM_SYNTHESIS=${NUM_SYNTHESIS:-15000}
-MIN_FREE_GB=${MIN_FREE_GB:-800}
-STATE_DIR="$WORK_DIR/.stages"
-export DATA_DIR NNODES GPUS_PER_NODE WORK_DIR
-
-# The TAPO settings, so the cold-start synthesis prompts are the RL run's.
+source "$(dirname "$0")/common.sh"
+refuse_arguments "$@"
+# The RL runs' settings: the filter, the cold-start synthesis prompts and the evaluation follow them.
 source run_scripts/qwen3_8b_settings.sh
 
-TRAIN_FILE="$DATA_DIR/deepscaler_train.parquet"
-ZPD_FILE="$DATA_DIR/deepscaler_zpd_qwen3_8b.parquet"
-COLD_DIR="$WORK_DIR/cold_start"
-SFT_DIR="$WORK_DIR/checkpoints/cold_start_sft_qwen3_8b"
+TEACHER=${TEACHER:-}
+NUM_SOLUTIONS=${NUM_SOLUTIONS:-30000}
+NUM_SYNTHESIS=${NUM_SYNTHESIS:-15000}
+STATE_DIR="$WORK_DIR/.stages"
+export WORK_DIR DATA_DIR NNODES GPUS_PER_NODE BASE_MODEL
+
+SOURCE_FILE="$DATA_DIR/deepscaler_train.parquet"
+ZPD_FILE="$TRAIN_FILE"
+SFT_DIR="$WORK_DIR/checkpoints/$COLD_START_SFT_NAME"
 SFT_HF="$SFT_DIR/huggingface"
 RL_DIR="$WORK_DIR/checkpoints"
 HF_DIR="$WORK_DIR/hf"
 EVAL_DIR="$WORK_DIR/eval"
-BENCHMARKS=("$DATA_DIR/aime2024.parquet" "$DATA_DIR/aime2025.parquet" "$DATA_DIR/hmmt2025.parquet")
 DRY=${DRY_RUN:-0}
 ENV_CHECKED=0
 
@@ -73,7 +68,7 @@ stage() {
     fi
     if [[ "$ENV_CHECKED" == 0 && "${SKIP_ENV_CHECK:-0}" != 1 ]]; then
         echo "== environment check before stage $name"
-        python -m recipe_tapo.cold_start_env --gpus "$GPUS_PER_NODE" --work-dir "$WORK_DIR" --min-free-gb "$MIN_FREE_GB"
+        bash run_scripts/check_env.sh
         ENV_CHECKED=1
     fi
     for path in $inputs; do
@@ -94,26 +89,19 @@ stage() {
 
 if [[ "$DRY" == 1 ]]; then
     echo "DRY RUN: the stages in order (markers in $STATE_DIR); nothing runs."
-    python -m recipe_tapo.cold_start_env --gpus "$GPUS_PER_NODE" --work-dir "$WORK_DIR" --min-free-gb "$MIN_FREE_GB" \
-        --report-only || true
+    bash run_scripts/check_env.sh
 fi
 
 TEACHER_ARGS=()
 [[ -n "$TEACHER" ]] && TEACHER_ARGS=(--teacher "$TEACHER")
-# Qwen3-8B non-thinking everywhere: the RL runs set data.apply_chat_template_kwargs.enable_thinking=false.
-NON_THINKING=(--chat-template-kwargs '{"enable_thinking": false}')
-EVAL_ARGS=(--data "${BENCHMARKS[@]}" --n 16 --temperature 0.6 --top-p 0.95 --max-new-tokens 8192 --k 1 2 4 8 16
-           "${NON_THINKING[@]}")
 
 stage data "" bash run_scripts/prepare_data.sh
-stage filter "$TRAIN_FILE" python -m recipe_tapo.data.difficulty_filter --model "$BASE_MODEL" \
-    --input "$TRAIN_FILE" --output "$ZPD_FILE" --k 8 --min-correct 1 --max-correct 7 --max-new-tokens 8192 \
-    --max-prompt-tokens 1024 "${NON_THINKING[@]}"
-stage cold_start_data "$TRAIN_FILE" python -m recipe_tapo.cold_start --model "$BASE_MODEL" "${TEACHER_ARGS[@]}" \
-    --input "$TRAIN_FILE" --output-dir "$COLD_DIR" --k 8 \
+stage filter "$SOURCE_FILE" bash run_scripts/filter_qwen3_8b.sh
+stage cold_start_data "$SOURCE_FILE" python -m recipe_tapo.cold_start --model "$BASE_MODEL" "${TEACHER_ARGS[@]}" \
+    --input "$SOURCE_FILE" --output-dir "$COLD_START_DATA_DIR" --k "$GROUP_SIZE" \
     --num-solutions "$NUM_SOLUTIONS" --num-synthesis "$NUM_SYNTHESIS" \
     "${QWEN3_8B_ARGS[@]}" "${QWEN3_8B_TAPO_ARGS[@]}"
-stage sft "$COLD_DIR/train.parquet" env BASE_MODEL="$BASE_MODEL" SFT_DATA="$COLD_DIR/train.parquet" OUT_DIR="$SFT_DIR" \
+stage sft "$COLD_START_DATA_DIR/train.parquet" env SFT_DATA="$COLD_START_DATA_DIR/train.parquet" OUT_DIR="$SFT_DIR" \
     bash run_scripts/run_cold_start_sft.sh
 stage grpo "$SFT_HF $ZPD_FILE" env MODEL="$SFT_HF" TRAIN_FILE="$ZPD_FILE" \
     bash run_scripts/run_grpo_qwen3_8b.sh trainer.default_local_dir="$RL_DIR/grpo_qwen3_8b"
@@ -121,10 +109,10 @@ stage tapo "$SFT_HF $ZPD_FILE" env MODEL="$SFT_HF" TRAIN_FILE="$ZPD_FILE" \
     bash run_scripts/run_tapo_qwen3_8b.sh trainer.default_local_dir="$RL_DIR/tapo_qwen3_8b"
 stage merge_grpo "$RL_DIR/grpo_qwen3_8b" merge_actor "$RL_DIR/grpo_qwen3_8b" "$HF_DIR/grpo_qwen3_8b"
 stage merge_tapo "$RL_DIR/tapo_qwen3_8b" merge_actor "$RL_DIR/tapo_qwen3_8b" "$HF_DIR/tapo_qwen3_8b"
-stage eval_grpo "$HF_DIR/grpo_qwen3_8b ${BENCHMARKS[*]}" python -m recipe_tapo.evaluation.evaluate \
-    --model "$HF_DIR/grpo_qwen3_8b" --out-dir "$EVAL_DIR/grpo" "${EVAL_ARGS[@]}"
-stage eval_tapo "$HF_DIR/tapo_qwen3_8b ${BENCHMARKS[*]}" python -m recipe_tapo.evaluation.evaluate \
-    --model "$HF_DIR/tapo_qwen3_8b" --out-dir "$EVAL_DIR/tapo" "${EVAL_ARGS[@]}"
+stage eval_grpo "$HF_DIR/grpo_qwen3_8b ${BENCHMARK_FILES[*]}" env MODEL="$HF_DIR/grpo_qwen3_8b" OUT_DIR="$EVAL_DIR/grpo" \
+    bash run_scripts/eval_qwen3_8b.sh
+stage eval_tapo "$HF_DIR/tapo_qwen3_8b ${BENCHMARK_FILES[*]}" env MODEL="$HF_DIR/tapo_qwen3_8b" OUT_DIR="$EVAL_DIR/tapo" \
+    bash run_scripts/eval_qwen3_8b.sh
 stage table "$EVAL_DIR/grpo/eval_results.json $EVAL_DIR/tapo/eval_results.json" python -m recipe_tapo.reproduction_table \
     --run GRPO="$EVAL_DIR/grpo/eval_results.json" --run TAPO="$EVAL_DIR/tapo/eval_results.json" \
     --out "$WORK_DIR/results.md"

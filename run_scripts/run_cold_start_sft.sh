@@ -4,29 +4,25 @@
 # OUT_DIR/huggingface at the last one's HF model: the GRPO and TAPO runs start from it.
 #   [DRY_RUN=1] bash run_scripts/run_cold_start_sft.sh [hydra overrides of config/cold_start_sft.yaml...]
 # Environment:
-#   BASE_MODEL  the model before SFT (default Qwen/Qwen3-8B)
+#   BASE_MODEL  the model before SFT (default Qwen/Qwen3-8B, run_scripts/qwen3_8b_settings.sh)
 #   SFT_DATA    the builder's train.parquet (default $WORK_DIR/cold_start/train.parquet)
-#   WORK_DIR    default $HOME/tapo_work;  OUT_DIR default $WORK_DIR/checkpoints/$EXPERIMENT
-#   NNODES, GPUS_PER_NODE; multi-node: NODE_RANK, MASTER_ADDR, MASTER_PORT on every node
-#   EXPERIMENT  default cold_start_sft_qwen3_8b;  LOGGER as the RL scripts (wandb only when configured)
+#   WORK_DIR, NNODES, GPUS_PER_NODE (common.sh);  OUT_DIR default $WORK_DIR/checkpoints/$EXPERIMENT
+#   multi-node: run it on every node, with NODE_RANK, MASTER_ADDR, MASTER_PORT
+#   EXPERIMENT  default cold_start_sft_qwen3_8b, where run_{grpo,tapo}_qwen3_8b.sh look for its output
+#   LOGGER      as the RL scripts (wandb only when configured)
 # DRY_RUN=1 composes the config, checks the inputs (files not made yet are listed as missing), prints
 # the command; nothing loads.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-source run_scripts/common.sh
-BASE_MODEL=${BASE_MODEL:-Qwen/Qwen3-8B}
-WORK_DIR=${WORK_DIR:-$HOME/tapo_work}
-SFT_DATA=${SFT_DATA:-$WORK_DIR/cold_start/train.parquet}
-EXPERIMENT=${EXPERIMENT:-cold_start_sft_qwen3_8b}
-OUT_DIR=${OUT_DIR:-$WORK_DIR/checkpoints/$EXPERIMENT}
-NNODES=${NNODES:-1}
-GPUS_PER_NODE=${GPUS_PER_NODE:-8}
-LOGGER=${LOGGER:-$(default_logger)}
+source "$(dirname "$0")/common.sh"
+source run_scripts/qwen3_8b_settings.sh
+SFT_DATA=$(absolute_path "${SFT_DATA:-$COLD_START_DATA_DIR/train.parquet}")
+EXPERIMENT=${EXPERIMENT:-$COLD_START_SFT_NAME}
+OUT_DIR=$(absolute_path "${OUT_DIR:-$WORK_DIR/checkpoints/$EXPERIMENT}")
 
 ARGS=(
     model.path="$BASE_MODEL"
     data.train_files="$SFT_DATA"
-    +data.apply_chat_template_kwargs.enable_thinking=false
+    +data.apply_chat_template_kwargs.enable_thinking="$ENABLE_THINKING"
     trainer.default_local_dir="$OUT_DIR"
     trainer.experiment_name="$EXPERIMENT"
     trainer.logger="$LOGGER"

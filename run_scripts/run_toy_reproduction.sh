@@ -33,9 +33,14 @@
 #                docs/toy_experiment/checkpoints for a full test-split run with no RL_EXTRA, else
 #                $WORK_DIR/export
 #   UNTIL=<stage>  stop after that stage (e.g. COLD_START=build UNTIL=cold_start_sft)
+# It takes no arguments (the settings above are environment variables; RL_EXTRA carries overrides).
 # The whole script is one brace group, read before it runs: editing the file during a run is safe.
 {
 set -euo pipefail
+if (($#)); then
+    echo "run_toy_reproduction.sh takes no arguments (got: $*): set the environment variables of its header" >&2
+    exit 2
+fi
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
 
