@@ -98,7 +98,7 @@ def separate_loss_scales(
     return scales
 
 
-def ref_loss_weight(
+def ref_loss_share(
     response_mask: torch.Tensor,
     scales: torch.Tensor,
     is_constructed: np.ndarray,

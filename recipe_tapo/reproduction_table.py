@@ -28,7 +28,7 @@ class TableInputError(ValueError):
 
 def load_results(path: str) -> dict:
     if not os.path.isfile(path):
-        raise TableInputError(f"{path}: no such file (run_scripts/eval.sh writes it)")
+        raise TableInputError(f"{path}: no such file (run_scripts/eval_qwen3_8b.sh, eval_qwen2.5_math.sh or eval.sh write it)")
     try:
         with open(path, encoding="utf-8") as file:
             report = json.load(file)

@@ -38,7 +38,7 @@ from verl.trainer.ppo.core_algos import agg_loss
 from verl.trainer.ppo.ray_trainer import RayPPOTrainer
 
 from recipe_tapo.advantage import compute_constructed_token_factor, compute_ots_weights, use_advantage_settings
-from recipe_tapo.loss_normalization import mini_batch_of_rows, ref_loss_weight, separate_loss_scales
+from recipe_tapo.loss_normalization import mini_batch_of_rows, ref_loss_share, separate_loss_scales
 from recipe_tapo.run_config import check_tapo_run_config
 from recipe_tapo.step_metrics import constructed_row_metrics, prefix_net_advantage
 from recipe_tapo.textio import write_json_line
@@ -267,7 +267,7 @@ class RayTAPOTrainer(RayPPOTrainer):
         return separate_loss_scales(batch.batch["response_mask"], original, constructed, mini_batch, mode)
 
     def _loss_scale_metrics(self, batch, scales, original, constructed, mini_batch) -> dict[str, float]:
-        """Mean scale per row kind, the constructed rows' largest and smallest, and L_ref's weight."""
+        """Mean scale per row kind, the constructed rows' largest and smallest, and what L_ref weighed."""
         metrics = {}
         for name, rows in (("original", original), ("constructed", constructed)):
             if rows.any():
@@ -277,9 +277,9 @@ class RayTAPOTrainer(RayPPOTrainer):
             metrics["tapo/loss_scale/constructed_max"] = float(of_constructed.max())
             metrics["tapo/loss_scale/constructed_min"] = float(of_constructed.min())
             mode = self.config.actor_rollout_ref.actor.loss_agg_mode
-            weight = ref_loss_weight(batch.batch["response_mask"], scales, constructed, mini_batch, mode)
-            if not math.isnan(weight):
-                metrics["tapo/ref_loss_weight"] = weight
+            share = ref_loss_share(batch.batch["response_mask"], scales, constructed, mini_batch, mode)
+            if not math.isnan(share):
+                metrics["tapo/effective_lambda"] = share * self.tapo_config.advantage.ref_loss_weight
         return metrics
 
     @contextlib.contextmanager

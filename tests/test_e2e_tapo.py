@@ -62,8 +62,8 @@ def test_constructions_are_inserted_and_trained(tapo_run):
                     "tapo/original_advantage_mean", "tapo/synthesis_tokens", "tapo/synthesis_seconds",
                     "tapo/prefix_fraction_mean", "tapo/eligible_groups", "tapo/pairs", "tapo/padding_rows"):
             assert key in step, key
-        # separate loss normalisation over the whole step: L_ref weighs lambda once per mini-batch
-        assert step["tapo/ref_loss_weight"] == pytest.approx(1.0, rel=1e-5)
+        # separate loss normalisation over the whole step: L_ref weighs lambda (1) once per mini-batch
+        assert step["tapo/effective_lambda"] == pytest.approx(1.0, rel=1e-5)
         assert 0 < step["tapo/loss_scale/constructed_min"] <= step["tapo/loss_scale/constructed_max"]
         # verl's token counts (meta_info, throughput) cover every trained row, constructed ones too ...
         original_tokens = 16 * (step["prompt_length/mean"] + step["response_length/mean"])

@@ -12,7 +12,7 @@ from verl.trainer.ppo.core_algos import compute_policy_loss_vanilla
 from verl.utils import tensordict_utils as tu
 from verl.workers.config import ActorConfig
 
-from recipe_tapo.loss_normalization import mini_batch_of_rows, ref_loss_weight, separate_loss_scales
+from recipe_tapo.loss_normalization import mini_batch_of_rows, ref_loss_share, separate_loss_scales
 
 # Two mini-batches of 6 rows: originals with 4, 2, 3 tokens; constructions with 5 and 1; one padding row.
 MASK = torch.tensor(
@@ -171,7 +171,7 @@ def test_every_constructed_token_of_a_step_weighs_the_same_under_verls_balance_o
     for index in range(4):
         rows_o = torch.as_tensor(original & (mini_batch == index))
         assert torch.allclose(weight[rows_o], 1 / units[rows_o].sum())
-    assert float(ref_loss_weight(mask, scales, constructed, mini_batch, mode)) == pytest.approx(1.0)
+    assert float(ref_loss_share(mask, scales, constructed, mini_batch, mode)) == pytest.approx(1.0)
 
 
 def test_verls_loss_over_the_step_is_equation_6():
@@ -195,10 +195,10 @@ def test_verls_loss_over_the_step_is_equation_6():
     assert verls == pytest.approx(papers, rel=1e-6)  # the scales are float32
 
 
-def test_ref_loss_weight_shows_what_joint_normalisation_gives_l_ref():
+def test_ref_loss_share_shows_what_joint_normalisation_gives_l_ref():
     """Under joint normalisation (scales 1) L_ref weighs the mean constructed share of a mini-batch."""
     mask, original, constructed, mini_batch = _balanced_step()
-    joint = ref_loss_weight(mask, torch.ones(len(mask)), constructed, mini_batch, "token-mean")
+    joint = ref_loss_share(mask, torch.ones(len(mask)), constructed, mini_batch, "token-mean")
     tokens = mask.sum(-1).double()
     shares = [
         float(tokens[torch.as_tensor(constructed & (mini_batch == index))].sum() / tokens[torch.as_tensor(mini_batch == index)].sum())
@@ -206,4 +206,4 @@ def test_ref_loss_weight_shows_what_joint_normalisation_gives_l_ref():
     ]
     assert joint == pytest.approx(sum(shares) / 4)
     assert joint < 0.2
-    assert math.isnan(ref_loss_weight(mask, torch.ones(len(mask)), constructed, mini_batch, "token-sum"))
+    assert math.isnan(ref_loss_share(mask, torch.ones(len(mask)), constructed, mini_batch, "token-sum"))
