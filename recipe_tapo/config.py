@@ -131,7 +131,7 @@ class SynthesisConfig:
 PACKAGE_PATH_PREFIX = "pkg://"
 
 
-def resolve_template_path(path: str) -> str:
+def resolve_template_path(path: str, key: str = "tapo.synthesis.template_path") -> str:
     """A template file's path on disk. `pkg://<package>/<file>` names a file shipped inside an
     installed package (e.g. `pkg://recipe_tapo.conf/prompts/toy_synthesis_anchor.txt`), so a config
     needs no absolute path; any other value is a plain file path."""
@@ -141,21 +141,23 @@ def resolve_template_path(path: str) -> str:
     try:
         return str(importlib.resources.files(package).joinpath(relative))
     except ModuleNotFoundError as error:
-        raise ValueError(f"tapo.synthesis.template_path: no package {package!r} for {path!r}") from error
+        raise ValueError(f"{key}: no package {package!r} for {path!r}") from error
 
 
-def check_template_file(path: str) -> str:
-    """The text of a user's template file (`tapo.synthesis.template_path`), or a clear ValueError."""
-    _require(bool(path), "tapo.synthesis.template_path must be null or a file name, got ''")
-    path = resolve_template_path(path)
-    _require(os.path.isfile(path), f"tapo.synthesis.template_path: no such file {path!r}")
+def check_template_file(
+    path: str, key: str = "tapo.synthesis.template_path", placeholders: tuple[str, ...] = TEMPLATE_PLACEHOLDERS
+) -> str:
+    """The text of a user's template file (`key` names its config key), or a clear ValueError."""
+    _require(bool(path), f"{key} must be null or a file name, got ''")
+    path = resolve_template_path(path, key)
+    _require(os.path.isfile(path), f"{key}: no such file {path!r}")
     try:
         with open(path, encoding="utf-8") as source:
             template = source.read()
     except (OSError, UnicodeDecodeError) as error:
-        raise ValueError(f"tapo.synthesis.template_path: cannot read {path!r} as UTF-8 text: {error}") from error
-    missing = ["{{" + name + "}}" for name in TEMPLATE_PLACEHOLDERS if "{{" + name + "}}" not in template]
-    _require(not missing, f"tapo.synthesis.template_path: template {path!r} lacks the placeholders {missing}")
+        raise ValueError(f"{key}: cannot read {path!r} as UTF-8 text: {error}") from error
+    missing = ["{{" + name + "}}" for name in placeholders if "{{" + name + "}}" not in template]
+    _require(not missing, f"{key}: template {path!r} lacks the placeholders {missing}")
     return template
 
 
@@ -348,6 +350,68 @@ class TapoConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict of every key, as in `config/tapo_defaults.yaml`."""
         return dataclasses.asdict(self)
+
+
+OPSD_TEACHERS = ("current", "initial")
+OPSD_CONTEXTS = ("reference_then_sibling", "reference", "sibling")
+OPSD_TEMPLATE_PLACEHOLDERS = ("question", "context")
+OPSD_DEFAULT_TEMPLATE = "pkg://recipe_tapo.conf/prompts/opsd_privileged.txt"
+
+
+@dataclass(frozen=True)
+class OpsdConfig:
+    """The `opsd:` section: on-policy self-distillation with a privileged-context self-teacher
+    (OPSD, arXiv 2601.18734), the paper's third column (docs/method.md, "OPSD")."""
+
+    # true: each rollout's tokens are also scored under a privileged prompt and the student learns
+    # the per-token advantage coef x (log p_teacher - log p_student); needs tapo.enable=false.
+    enable: bool = False
+    # beta of the sampled-token reverse-KL estimator.
+    coef: float = 1.0
+    # true: the OPSD term is added to GRPO's outcome advantage; false: OPSD alone.
+    outcome_advantage: bool = False
+    # current: the policy being trained (the old-log-prob weights of the step); initial: the
+    # reference worker's frozen initial weights (verl starts one only with a KL term configured).
+    teacher: str = "current"
+    # The privileged context: the row's reference solution (`extra_info.solution`), a right
+    # sibling from the same group (as SDPO), or the reference solution where the data has one,
+    # else a right sibling. Rows with neither get no teacher signal (counted).
+    context: str = "reference_then_sibling"
+    # The privileged prompt's budget in tokens (a longer one: no teacher signal for that row, counted).
+    max_prompt_tokens: int = 2048
+    # The privileged user turn, a file with the placeholders {{question}} and {{context}} (pkg:// or a
+    # path); None = the built-in config/prompts/opsd_privileged.txt.
+    template_path: str | None = None
+    # Dump each row's teacher prompt, response and both log-probs every N steps (0 = off), to
+    # <dump_dir or trainer.default_local_dir/opsd_dump>/step_NNNNNN.jsonl.
+    dump_every: int = 0
+    dump_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        _require(self.coef >= 0.0, f"opsd.coef must be >= 0, got {self.coef}")
+        _require(self.teacher in OPSD_TEACHERS, f"opsd.teacher must be one of {list(OPSD_TEACHERS)}, got {self.teacher!r}")
+        _require(self.context in OPSD_CONTEXTS, f"opsd.context must be one of {list(OPSD_CONTEXTS)}, got {self.context!r}")
+        _require(self.max_prompt_tokens >= 1, f"opsd.max_prompt_tokens must be >= 1, got {self.max_prompt_tokens}")
+        _require(self.dump_every >= 0, f"opsd.dump_every must be >= 0 (0 = off), got {self.dump_every}")
+        _require(
+            not self.enable or self.coef > 0.0 or self.outcome_advantage,
+            "opsd.coef=0 with opsd.outcome_advantage=false trains nothing: every advantage is 0",
+        )
+        if self.template_path is not None:
+            check_template_file(self.template_path, "opsd.template_path", OPSD_TEMPLATE_PLACEHOLDERS)
+
+    def template(self) -> str:
+        """The privileged user turn's template text ({{question}} and {{context}} placeholders)."""
+        return check_template_file(self.template_path or OPSD_DEFAULT_TEMPLATE, "opsd.template_path", OPSD_TEMPLATE_PLACEHOLDERS)
+
+    @classmethod
+    def from_omegaconf(cls, node: Any) -> OpsdConfig:
+        """Build from the `opsd:` node of the hydra config (None = defaults); unknown keys refused."""
+        from omegaconf import OmegaConf
+
+        if node is None:
+            return cls()
+        return _build_dataclass(cls, OmegaConf.to_container(node, resolve=True) or {}, "opsd")
 
 
 def _build_dataclass(cls: type, values: Mapping[str, Any], path: str) -> Any:

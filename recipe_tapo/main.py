@@ -17,7 +17,7 @@ from verl.trainer.main_ppo_v0 import TaskRunner
 from verl.trainer.ppo.utils import need_critic, need_reference_policy
 from verl.utils.config import validate_config
 
-from recipe_tapo.run_config import check_paths_reach_every_node, check_tapo_run_config
+from recipe_tapo.run_config import check_opsd_run_config, check_paths_reach_every_node, check_tapo_run_config
 from recipe_tapo.workers.cpu_backend import is_cpu_platform
 
 
@@ -54,9 +54,10 @@ class TapoTaskRunner(TaskRunner.__ray_actor_class__):
 
 
 def check_config(config) -> None:
-    """Everything that can be refused before Ray starts: the `tapo:` section, its fit with verl's
-    settings, the paths every node reads, and verl's own validation."""
+    """Everything that can be refused before Ray starts: the `tapo:` and `opsd:` sections, their fit
+    with verl's settings, the paths every node reads, and verl's own validation."""
     check_tapo_run_config(config)
+    check_opsd_run_config(config)
     check_paths_reach_every_node(config)
     validate_config(config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
 

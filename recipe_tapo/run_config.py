@@ -15,9 +15,9 @@ import re
 from typing import Any
 
 from omegaconf import OmegaConf
-from verl.trainer.ppo.utils import need_critic
+from verl.trainer.ppo.utils import need_critic, need_reference_policy
 
-from recipe_tapo.config import TapoConfig
+from recipe_tapo.config import OpsdConfig, TapoConfig
 
 # verl 0.9.1: estimators the TAPO trainer's loop runs. `tapo` with tapo.enable=false is exactly GRPO.
 TAPO_ESTIMATOR = "tapo"
@@ -181,6 +181,66 @@ def _check_unsupported(config: Any) -> None:
         f"loss normalisation weight each token through its advantage, which scales its loss only in "
         f"{list(LINEAR_POLICY_LOSSES)}",
     )
+
+
+def check_opsd_run_config(config: Any) -> OpsdConfig:
+    """Validate the run config for OPSD (`opsd.enable=true`); return the parsed `opsd:` section.
+
+    Raises:
+        ValueError: naming the keys of any setting that cannot work.
+    """
+    opsd = OpsdConfig.from_omegaconf(config.get("opsd"))
+    if not opsd.enable:
+        return opsd
+    _require(
+        not TapoConfig.from_omegaconf(config.get("tapo")).enable,
+        "opsd.enable=true needs tapo.enable=false: OPSD and TAPO are separate arms of the comparison",
+    )
+    estimator = str(config.algorithm.adv_estimator)
+    _require(
+        estimator in ("grpo", TAPO_ESTIMATOR),
+        f"opsd.enable=true needs algorithm.adv_estimator=grpo (or tapo, which is GRPO with tapo.enable=false; "
+        f"got {estimator!r}): OPSD's outcome advantage is GRPO's",
+    )
+    actor = config.actor_rollout_ref.actor
+    _require(not need_critic(config), "opsd.enable=true does not work with a critic (critic.enable=true, GAE)")
+    _require(
+        not config.actor_rollout_ref.rollout.get("multi_turn", {}).get("enable", False),
+        "opsd.enable=true supports single-turn rollouts only: set actor_rollout_ref.rollout.multi_turn.enable=false",
+    )
+    _require(
+        not bool(OmegaConf.select(config, "distillation.enabled", default=False)),
+        "opsd.enable=true does not work with distillation.enabled=true: OPSD's teacher is the policy itself",
+    )
+    rollout_correction = config.algorithm.get("rollout_correction") or {}
+    _require(
+        not rollout_correction.get("bypass_mode", False),
+        "opsd.enable=true needs the old-log-prob pass (the student's log-probs): set "
+        "algorithm.rollout_correction.bypass_mode=false",
+    )
+    loss_mode = str(actor.get("policy_loss", {}).get("loss_mode", "vanilla"))
+    _require(
+        loss_mode in LINEAR_POLICY_LOSSES,
+        f"opsd.enable=true with actor_rollout_ref.actor.policy_loss.loss_mode={loss_mode!r}: the OPSD term is a "
+        f"per-token advantage, trained as such only by {list(LINEAR_POLICY_LOSSES)}",
+    )
+    _require(
+        opsd.teacher != "initial" or need_reference_policy(config),
+        "opsd.teacher=initial scores with verl's reference worker, which verl 0.9.1 starts only with a KL term: "
+        "set actor_rollout_ref.actor.use_kl_loss=true with actor_rollout_ref.actor.kl_loss_coef=0 (a reference "
+        "worker, no KL in the loss), or opsd.teacher=current",
+    )
+    context = model_context_length(config)
+    if context is not None:
+        needed = opsd.max_prompt_tokens + int(config.data.max_response_length)
+        _require(
+            needed <= context,
+            f"opsd.max_prompt_tokens ({opsd.max_prompt_tokens}) + data.max_response_length "
+            f"({config.data.max_response_length}) = {needed} exceeds the model's context of {context} tokens "
+            "(actor_rollout_ref.rollout.max_model_len, else the model's max_position_embeddings): lower "
+            "opsd.max_prompt_tokens",
+        )
+    return opsd
 
 
 # The paths every node's workers open (checkpoints are written by each rank). verl ships no code or

@@ -121,7 +121,8 @@ def build_dataset(out_dir: str, num_train: int = 64, num_val: int = 16, seed: in
         rows = []
         for index in range(count):
             question, answer = arithmetic_question(rng)
-            rows.append(make_row(TINY_DATA_SOURCE, question, answer, split, index, source_id=f"{split}-{index}"))
+            rows.append(make_row(TINY_DATA_SOURCE, question, answer, split, index, source_id=f"{split}-{index}",
+                                 solution=f"The answer is \\boxed{{{answer}}}."))
         paths[split] = os.path.join(out_dir, f"{split}.parquet")
         pd.DataFrame(rows).to_parquet(paths[split], index=False)
     return paths

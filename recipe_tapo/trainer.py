@@ -39,7 +39,8 @@ from verl.trainer.ppo.ray_trainer import RayPPOTrainer
 
 from recipe_tapo.advantage import compute_constructed_token_factor, compute_ots_weights, use_advantage_settings
 from recipe_tapo.loss_normalization import mini_batch_of_rows, ref_loss_share, separate_loss_scales
-from recipe_tapo.run_config import check_tapo_run_config
+from recipe_tapo.opsd import HAS_TEACHER, TEACHER_LOG_PROBS, build_teacher_rows, opsd_advantages, opsd_metrics
+from recipe_tapo.run_config import check_opsd_run_config, check_tapo_run_config
 from recipe_tapo.step_metrics import constructed_row_metrics, prefix_net_advantage
 from recipe_tapo.textio import write_json_line
 from recipe_tapo.workers.augmentation import (
@@ -70,6 +71,9 @@ class RayTAPOTrainer(RayPPOTrainer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.tapo_config = check_tapo_run_config(self.config)
+        self.opsd_config = check_opsd_run_config(self.config)
+        self._opsd_step: dict[str, Any] = {}
+        self._eos_token_ids = eos_token_ids(self.tokenizer, self.config.actor_rollout_ref.model.path)
         use_advantage_settings(self.tapo_config.advantage)
         self._failed_rounds = 0
         self._outcome: SynthesisOutcome | None = None
@@ -170,7 +174,24 @@ class RayTAPOTrainer(RayPPOTrainer):
         old_log_prob, mfu = super()._compute_old_log_prob(batch)
         if self.tapo_config.enable:
             self._prepare_constructed_rows(batch, old_log_prob)
+        if self.opsd_config.enable:
+            self._teacher_log_probs(batch)
         return old_log_prob, mfu
+
+    def _teacher_log_probs(self, batch: DataProto) -> None:
+        """OPSD: each row's response scored under its privileged prompt, by the policy itself (the
+        same log-prob pass as the student's) or by verl's reference worker (`opsd.teacher=initial`)."""
+        started = time.perf_counter()
+        teacher = build_teacher_rows(batch, self.tokenizer, self.opsd_config, chat_template_kwargs(self.config),
+                                     self._eos_token_ids)
+        if self.opsd_config.teacher == "initial":
+            log_probs = self._compute_ref_log_prob(teacher.rows).batch["ref_log_prob"]
+        else:
+            log_probs = super()._compute_old_log_prob(teacher.rows)[0].batch["old_log_probs"]
+        batch.batch[TEACHER_LOG_PROBS] = log_probs
+        batch.batch[HAS_TEACHER] = torch.as_tensor(teacher.has_teacher)
+        self._opsd_step = {"sources": teacher.sources, "prompt_ids": teacher.prompt_ids,
+                           "seconds": time.perf_counter() - started}
 
     def _prepare_constructed_rows(self, batch: DataProto, old_log_prob: DataProto) -> None:
         """lambda x OTS from this pass's log-probs and entropies, the entropy of each kind of row,
@@ -231,6 +252,8 @@ class RayTAPOTrainer(RayPPOTrainer):
         """verl's actor update on advantages x lambda x OTS x loss-normalisation scales, with GRPO's
         number of mini-batches, each a little larger; then metrics, the dump, and the batch back to
         its original rows."""
+        if self.opsd_config.enable:
+            return self._update_actor_opsd(batch)
         if not self.tapo_config.enable:
             return super()._update_actor(batch)
         factor = batch.batch.pop(TOKEN_FACTOR)
@@ -255,6 +278,48 @@ class RayTAPOTrainer(RayPPOTrainer):
         self._maybe_dump(batch, dae, ots, constructed, prefix_net)
         _replace_rows(batch, batch.select_idxs(original))
         return output
+
+    def _update_actor_opsd(self, batch: DataProto) -> DataProto:
+        """OPSD: the actor update on coef x (log p_teacher - log p_student) per token (the student's
+        log-probs are the old-log-prob pass's), plus GRPO's advantage with `opsd.outcome_advantage`;
+        verl's data metrics then show the advantages trained."""
+        teacher = batch.batch.pop(TEACHER_LOG_PROBS)
+        has_teacher = batch.batch.pop(HAS_TEACHER).numpy()
+        student, mask = batch.batch["old_log_probs"], batch.batch["response_mask"]
+        distill = opsd_advantages(teacher, student, mask, has_teacher, self.opsd_config.coef)
+        if self.opsd_config.outcome_advantage:
+            batch.batch["advantages"] = batch.batch["advantages"] + distill
+        else:
+            batch.batch["advantages"] = distill
+        output = super()._update_actor(batch)
+        metrics = opsd_metrics(teacher, student, mask, has_teacher, self._opsd_step["sources"], batch.batch["advantages"])
+        metrics["opsd/teacher_seconds"] = self._opsd_step["seconds"]
+        output.meta_info["metrics"].update(metrics)
+        self._maybe_dump_opsd(batch, teacher, student, has_teacher)
+        return output
+
+    def _maybe_dump_opsd(self, batch: DataProto, teacher, student, has_teacher) -> None:
+        every = self.opsd_config.dump_every
+        if not every or self.global_steps % every:
+            return
+        folder = self.opsd_config.dump_dir or os.path.join(self.config.trainer.default_local_dir, "opsd_dump")
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, f"step_{self.global_steps:06d}.jsonl")
+        mask = batch.batch["response_mask"].bool()
+        with open(path, "w", encoding="utf-8") as sink:
+            for row in range(len(batch)):
+                tokens = mask[row]
+                write_json_line(sink, {
+                    "step": self.global_steps,
+                    "uid": str(batch.non_tensor_batch["uid"][row]),
+                    "context": self._opsd_step["sources"][row],
+                    "has_teacher": bool(has_teacher[row]),
+                    "teacher_prompt_ids": list(self._opsd_step["prompt_ids"][row]),
+                    "response_ids": batch.batch["responses"][row][tokens].tolist(),
+                    "teacher_log_probs": teacher[row][tokens].tolist(),
+                    "student_log_probs": student[row][tokens].tolist(),
+                })
+        print(f"[opsd] step {self.global_steps}: {len(batch)} rows written to {path}")
 
     def _mini_batch_of_rows(self, rows: int) -> np.ndarray:
         shuffled = bool(self.config.actor_rollout_ref.actor.get("shuffle", False))

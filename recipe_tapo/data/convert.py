@@ -108,7 +108,9 @@ def convert_records(spec: SourceSpec, records: Iterable[LabelledRecord], limit: 
         has_id, source_id = _first_present(record, spec.id_fields)
         if not has_id or source_id is None:
             source_id = f"{subset}-{row_number}" if subset else str(row_number)
+        _, solution = _first_present(record, spec.solution_fields)
         conversion.rows.append(
-            make_row(spec.name, problem, answer, spec.split, index=len(conversion.rows), source_id=str(source_id))
+            make_row(spec.name, problem, answer, spec.split, index=len(conversion.rows), source_id=str(source_id),
+                     solution=solution if isinstance(solution, str) else "")
         )
     return conversion

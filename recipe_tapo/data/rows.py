@@ -17,17 +17,26 @@ def build_prompt(problem: str, suffix: str = PROMPT_SUFFIX) -> list[dict[str, st
 
 
 def make_row(
-    data_source: str, problem: str, answer: str, split: str, index: int, source_id: str, suffix: str = PROMPT_SUFFIX
+    data_source: str,
+    problem: str,
+    answer: str,
+    split: str,
+    index: int,
+    source_id: str,
+    suffix: str = PROMPT_SUFFIX,
+    solution: str = "",
 ) -> dict:
     """One verl row (`RLHFDataset`'s columns).
 
     `extra_info.problem` keeps the bare problem (no suffix) for anything that must quote the
-    question, such as TAPO's synthesis prompts; `source_id` is the problem's id in its source.
+    question, such as TAPO's synthesis prompts; `source_id` is the problem's id in its source;
+    `extra_info.solution` a worked solution where the source has one ("" elsewhere, so every file
+    keeps one layout), OPSD's privileged context.
     """
     return {
         "data_source": data_source,
         "prompt": build_prompt(problem, suffix),
         "ability": ABILITY,
         "reward_model": {"style": REWARD_STYLE, "ground_truth": answer},
-        "extra_info": {"index": index, "split": split, "source_id": source_id, "problem": problem},
+        "extra_info": {"index": index, "split": split, "source_id": source_id, "problem": problem, "solution": solution},
     }

@@ -27,6 +27,8 @@ class SourceSpec:
     id_fields: tuple[str, ...]  # none present: "<subset>-<row number>"
     # Turns the problem field into the bare problem, or None when the row is not in the expected form.
     problem_parser: Callable[[object], str | None] | None = None
+    # A worked solution, where the source has one (OPSD's privileged context, `extra_info.solution`).
+    solution_fields: tuple[str, ...] = ()
 
 
 # DAPO-Math-17k ships verl rows whose user message wraps the problem in an "Answer:" instruction:
@@ -68,6 +70,7 @@ SOURCES: dict[str, SourceSpec] = {
             problem_fields=("problem",),
             answer_fields=("answer",),
             id_fields=(),
+            solution_fields=("solution",),
         ),
         SourceSpec(
             name="dapo_math_17k",

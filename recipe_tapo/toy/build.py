@@ -58,7 +58,11 @@ def build_data(out_dir: str, seed: int, train: int, val: int, test: int, sft: in
         rows = []
         for index in range(count):
             problem = fresh()
-            rows.append(make_row(DATA_SOURCE, problem.text, str(problem.answer), split, index, f"{split}-{index}", suffix=""))
+            # the right solution as the toy's reference (OPSD's privileged context); its own rng, so the
+            # splits' draws stay as they were
+            solution, _ = write_solution(problem, random.Random(0))
+            rows.append(make_row(DATA_SOURCE, problem.text, str(problem.answer), split, index, f"{split}-{index}",
+                                 suffix="", solution=solution))
         paths[split] = os.path.join(out_dir, f"{split}.parquet")
         pd.DataFrame(rows).to_parquet(paths[split], index=False)
     if not sft:
