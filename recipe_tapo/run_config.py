@@ -247,7 +247,7 @@ def check_opsd_run_config(config: Any) -> OpsdConfig:
 # working directory to the nodes (its Ray runtime_env sets working_dir to None), so each worker reads
 # a relative path against the directory its own node's Ray was started in.
 NODE_PATH_KEYS = ("actor_rollout_ref.model.path", "data.train_files", "data.val_files",
-                  "trainer.default_local_dir", "tapo.dump.dir")
+                  "trainer.default_local_dir", "tapo.dump.dir", "opsd.dump_dir")
 # What transformers reads as a hub repository id when no such local folder exists.
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9._-]+$")
 
