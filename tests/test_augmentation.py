@@ -380,7 +380,8 @@ def _round(tokenizer, client, **config_sections):
     from recipe_tapo.workers.augmentation import RolloutServerTextSource, SynthesisPlanner, SynthesisRound
 
     config = _config(synthesis={"temperature": 0.7, "top_p": 0.9, "max_new_tokens": 123}, **config_sections)
-    planner = SynthesisPlanner(config, tokenizer, RESPONSE_WIDTH, [tokenizer.eos_token_id])
+    # Stable ids (as under full_determinism), so the client can name the requests it delays or fails.
+    planner = SynthesisPlanner(config, tokenizer, RESPONSE_WIDTH, [tokenizer.eos_token_id], stable_request_ids=True)
     source = RolloutServerTextSource(client, tokenizer, temperature=0.7, top_p=0.9, max_new_tokens=123)
     return SynthesisRound(planner, source, step=3, abort=client.abort, resume=client.resume, abort_grace_s=1.0)
 
@@ -389,7 +390,7 @@ def test_rollout_server_requests_carry_prompt_ids_stable_ids_and_the_synthesis_s
     import asyncio
     import time
 
-    client = _FakeClient(tapo_tokenizer, failing={"tapo-synthesis-1"})
+    client = _FakeClient(tapo_tokenizer, failing={"tapo-synthesis-s3-1"})
     batch = _rollout_batch(tapo_tokenizer, GROUPS)
 
     async def run():
@@ -401,7 +402,7 @@ def test_rollout_server_requests_carry_prompt_ids_stable_ids_and_the_synthesis_s
     statuses = [record["status"] for record in outcome.records]
     assert statuses[1] == "request_failed"  # one failed request is one failure, not a failed round
     assert statuses.count("missing_reconstruction") == 0 and not outcome.failed
-    assert sorted(call[0] for call in client.calls) == [f"tapo-synthesis-{attempt}" for attempt in range(5)]
+    assert sorted(call[0] for call in client.calls) == [f"tapo-synthesis-s3-{attempt}" for attempt in range(5)]
     for request_id, prompt_ids, params in client.calls:
         attempt = int(request_id.rsplit("-", 1)[1])
         assert prompt_ids == synthesis.attempts[attempt].request.prompt_ids  # never truncated
@@ -415,7 +416,7 @@ def test_a_round_keeps_what_finished_by_its_deadline_and_aborts_the_rest(tapo_to
 
     # Of the five requests, two hang until aborted and one finishes after the deadline.
     client = _FakeClient(
-        tapo_tokenizer, delays={"tapo-synthesis-4": 3.0}, hanging={"tapo-synthesis-0", "tapo-synthesis-2"}
+        tapo_tokenizer, delays={"tapo-synthesis-s3-4": 3.0}, hanging={"tapo-synthesis-s3-0", "tapo-synthesis-s3-2"}
     )
     batch = _rollout_batch(tapo_tokenizer, GROUPS)
 
@@ -441,7 +442,7 @@ def test_a_round_with_no_answer_is_failed_with_its_cause(tapo_tokenizer):
     import asyncio
     import time
 
-    client = _FakeClient(tapo_tokenizer, failing={f"tapo-synthesis-{attempt}" for attempt in range(5)})
+    client = _FakeClient(tapo_tokenizer, failing={f"tapo-synthesis-s3-{attempt}" for attempt in range(5)})
 
     async def run():
         synthesis = _round(tapo_tokenizer, client)
@@ -456,7 +457,7 @@ def test_a_server_that_ignores_the_abort_still_leaves_the_round_at_its_deadline(
     import asyncio
     import time
 
-    client = _FakeClient(tapo_tokenizer, hanging={"tapo-synthesis-0"}, honours_abort=False)
+    client = _FakeClient(tapo_tokenizer, hanging={"tapo-synthesis-s3-0"}, honours_abort=False)
 
     async def run():
         synthesis = _round(tapo_tokenizer, client)  # abort grace 1 s
@@ -511,3 +512,54 @@ def test_a_synchronous_source_is_never_entered_by_two_threads_at_once(tapo_token
     assert source.overlaps == 0 and len(source.threads) == 1 and source.steps == {7}
     assert threading.get_ident() not in source.threads  # never the event loop's thread
     assert sum(record["requested"] for record in outcome.records) >= 2
+
+
+def _planned_ids(planner, batch, step, group_position=None):
+    attempts, _ = planner.plan(batch, step, group_position)
+    return [attempt.request.request_id for attempt in attempts if attempt.request]
+
+
+def test_next_steps_synthesis_goes_to_the_idle_replica_not_the_one_it_went_to_before(tapo_tokenizer):
+    """verl's router sends an id it has seen back to the replica it went to, busy or not: each
+    step's synthesis ids must be new to it, so they go to the least-loaded replica."""
+    from recipe_tapo.workers.augmentation import SynthesisPlanner
+    from verl.workers.rollout.router import GlobalRequestLoadBalancer
+
+    planner = SynthesisPlanner(_config(), tapo_tokenizer, RESPONSE_WIDTH, [tapo_tokenizer.eos_token_id])
+    group = _rollout_batch(tapo_tokenizer, GROUPS[:1])  # one group: two pairs (n_neg 1, two wrong rows)
+    router = GlobalRequestLoadBalancer({"replica-0": "handle-0", "replica-1": "handle-1"})
+    idle, _ = router.acquire_server("holds-one-replica")  # while it runs, new ids go to the other one
+    busy = next(server for server in router.get_all_servers() if server != idle)
+    rollouts = [f"rollout-{row}" for row in range(5)]
+    for request_id in [*_planned_ids(planner, group, step=1, group_position=0), *rollouts]:
+        server, _ = router.acquire_server(request_id)
+        assert server == busy
+        router.release_server(server)
+    router.release_server(idle)
+    for request_id in rollouts:  # step 2's rollouts keep their replica (verl's sticky sessions)
+        router.acquire_server(request_id)
+    assert (router.get_inflight_count(busy), router.get_inflight_count(idle)) == (5, 0)
+
+    step_2 = _planned_ids(planner, group, step=2, group_position=0)
+    assert len(step_2) == 2
+    assert [router.acquire_server(request_id)[0] for request_id in step_2] == [idle, idle]
+
+
+def test_request_ids_are_the_same_in_every_run_only_under_full_determinism(tapo_tokenizer):
+    from recipe_tapo.workers.augmentation import SynthesisPlanner
+
+    batch = _rollout_batch(tapo_tokenizer, GROUPS)
+
+    def planner(stable):
+        return SynthesisPlanner(_config(), tapo_tokenizer, RESPONSE_WIDTH, [tapo_tokenizer.eos_token_id],
+                                stable_request_ids=stable)
+
+    first, second = planner(True), planner(True)
+    assert _planned_ids(first, batch, 3) == _planned_ids(second, batch, 3) == [f"tapo-synthesis-s3-{i}" for i in range(5)]
+    assert _planned_ids(first, batch, 3, 1) == _planned_ids(second, batch, 3, 1)
+    assert not set(_planned_ids(first, batch, 3)) & set(_planned_ids(first, batch, 4))
+    assert not set(_planned_ids(first, batch, 3, 1)) & set(_planned_ids(first, batch, 4, 1))
+    # Otherwise every id is new, even for the same step in the same run.
+    ids = _planned_ids(planner(False), batch, 3) + _planned_ids(planner(False), batch, 3)
+    assert len(set(ids)) == len(ids) == 10
+    assert all(request_id.startswith(f"tapo-synthesis-s3-{i % 5}-") for i, request_id in enumerate(ids))

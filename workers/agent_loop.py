@@ -158,6 +158,7 @@ def _synthesis_parts(config, tapo: TapoConfig, llm_client) -> tuple[SynthesisPla
         response_length=int(config.data.max_response_length),
         eos_token_ids=eos_token_ids(tokenizer, model_config.local_path),
         chat_template_kwargs=chat_template_kwargs(config),
+        stable_request_ids=bool(config.actor_rollout_ref.rollout.get("full_determinism", False)),
     )
     synthesis = tapo.synthesis
     if synthesis.text_source:

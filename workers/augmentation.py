@@ -93,8 +93,8 @@ class SynthesisRequest:
 
     `attempt` is unique within the step (the record's index in whole-batch rounds; in streamed
     rounds a key from the group's position, renumbered in batch order when the round ends);
-    `request_id` is stable across runs, so a seeded CPU run draws the same sample for it; `step`
-    is the training step the request belongs to.
+    `request_id` is unique per step (`SynthesisPlanner.request_id`); `step` is the training step
+    the request belongs to.
     """
 
     attempt: int
@@ -187,6 +187,8 @@ class SynthesisPlanner:
             included) unless `tapo.splicing.max_response_length` is smaller.
         eos_token_ids: every id that ends a rollout (tokenizer and generation config).
         chat_template_kwargs: as the rollout renders prompts (`data.apply_chat_template_kwargs`).
+        stable_request_ids: verl's `actor_rollout_ref.rollout.full_determinism`: request ids the
+            same in every run (`request_id`).
     """
 
     def __init__(
@@ -196,6 +198,7 @@ class SynthesisPlanner:
         response_length: int,
         eos_token_ids: Sequence[int],
         chat_template_kwargs: dict[str, Any] | None = None,
+        stable_request_ids: bool = False,
     ) -> None:
         if not eos_token_ids:
             raise ValueError("the TAPO augmentation worker needs the model's EOS token ids")
@@ -205,6 +208,21 @@ class SynthesisPlanner:
         self.prompts = SynthesisPromptBuilder(tokenizer, config.synthesis, chat_template_kwargs)
         max_response_tokens = min(response_length, config.splicing.max_response_length or response_length)
         self.splicing_config = dataclasses.replace(config.splicing, max_response_length=max_response_tokens)
+        self.stable_request_ids = stable_request_ids
+
+    def request_id(self, step: int, group_position: int | None, draw: int) -> str:
+        """The id a synthesis request is sent with, unique per step.
+
+        verl's router sends an id it has seen before back to the replica it went to then, busy or
+        not, so an id repeated every step would pin that request to one replica. Under
+        full_determinism the id is the same in every run (the router hashes it to a replica and the
+        CPU backend seeds the request's sampling from it); otherwise a random part makes it new, so
+        the router sends it to the least-loaded replica.
+        """
+        where = f"s{step}-{draw}" if group_position is None else f"s{step}-g{group_position}-{draw}"
+        if self.stable_request_ids:
+            return f"tapo-synthesis-{where}"
+        return f"tapo-synthesis-{where}-{uuid.uuid4().hex}"
 
     def plan(self, rollouts: DataProto, step: int, group_position: int | None = None, row_offset: int = 0):
         """The attempts of one step's rollouts, with their requests built.
@@ -240,9 +258,7 @@ class SynthesisPlanner:
         attempts = []
         for draw, pair in enumerate(pairs):
             key = draw if group_position is None else group_position * selection.m_max + draw
-            request_id = (
-                f"tapo-synthesis-{key}" if group_position is None else f"tapo-synthesis-g{group_position}-{draw}"
-            )
+            request_id = self.request_id(step, group_position, draw)
             group = rows_by_uid[pair.group_id]
             record = _new_record(rollouts, pair, step, texts, rewards, group, row_offset)
             try:
@@ -273,7 +289,7 @@ class SynthesisPlanner:
         try:
             self._splice(attempt, output)
         except Exception:  # noqa: BLE001  model text: one bad sample never ends the round
-            logger.exception("TAPO: synthesis attempt %s failed unexpectedly", record.get("request_id"))
+            logger.exception("TAPO: synthesis request %s failed unexpectedly", attempt.request and attempt.request.request_id)
             record["status"] = ERROR
 
     # -- reading rows ---------------------------------------------------------------------------
@@ -541,8 +557,8 @@ class RolloutServerTextSource:
         self.sampling_params = {"temperature": temperature, "top_p": top_p, "max_tokens": max_new_tokens}
 
     async def generate(self, request: SynthesisRequest) -> GeneratedText:
-        # A stable id per attempt: under rollout.full_determinism verl passes it to the server as is,
-        # and the CPU backend draws the request's random stream from it (row-for-row reproducible).
+        # verl routes by the id (`SynthesisPlanner.request_id`); under rollout.full_determinism it also
+        # passes it to the server, whose CPU backend draws the request's random stream from it.
         output = await self.client.generate(
             request_id=request.request_id,
             prompt_ids=request.prompt_ids,
