@@ -88,9 +88,9 @@ class RayTAPOTrainer(RayPPOTrainer):
                 "recipe_tapo.workers.agent_loop.TapoAgentLoopManager"
             )
 
-        # Late synthesis requests are aborted on the replicas, which then take requests again.
+        # Late synthesis requests are aborted on the replicas, which refuse any still in transit until resumed.
         async def abort() -> None:
-            await self.checkpoint_manager.abort_replicas()
+            await self.checkpoint_manager.abort_replicas(reject_request=True)
 
         async def resume() -> None:
             await self.checkpoint_manager.resume_generation_replicas()

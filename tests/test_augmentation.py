@@ -563,3 +563,62 @@ def test_request_ids_are_the_same_in_every_run_only_under_full_determinism(tapo_
     ids = _planned_ids(planner(False), batch, 3) + _planned_ids(planner(False), batch, 3)
     assert len(set(ids)) == len(ids) == 10
     assert all(request_id.startswith(f"tapo-synthesis-s3-{i % 5}-") for i, request_id in enumerate(ids))
+
+
+class _ServerClient:
+    """verl's LLMServerClient in front of the CPU backend's real server: a request reaches the server
+    after `transit_s[request_id]` seconds, and, like a Ray call already sent, still reaches it when
+    its caller has given up on it."""
+
+    def __init__(self, server, transit_s):
+        self.server, self.transit_s, self.deliveries = server, transit_s, {}
+
+    async def generate(self, request_id, *, prompt_ids, sampling_params):
+        import asyncio
+
+        async def deliver():
+            await asyncio.sleep(self.transit_s.get(request_id, 0.0))
+            return await self.server.generate(prompt_ids, sampling_params, request_id=request_id)
+
+        self.deliveries[request_id] = asyncio.ensure_future(deliver())
+        return await asyncio.shield(self.deliveries[request_id])
+
+
+@pytest.mark.parametrize("reject_request", [True, False])
+def test_a_request_still_in_transit_at_the_abort_is_refused_and_counted(tmp_path, tapo_tokenizer, reject_request):
+    """The trainer aborts late synthesis with reject_request=True: a request reaching a replica
+    between the abort and the resume is refused, never generated, and counted as a timeout. With
+    parking instead (reject_request=False) it would enter the engine once the replica resumes."""
+    import asyncio
+    import time
+
+    from recipe_tapo.tiny_assets import build_model, build_tokenizer
+    from recipe_tapo.workers.augmentation import RolloutServerTextSource, SynthesisPlanner, SynthesisRound
+    from recipe_tapo.workers.cpu_backend.hf_rollout import HFGenerationServer
+    from verl.workers.config import HFModelConfig, RolloutConfig
+
+    build_model(str(tmp_path), build_tokenizer(str(tmp_path)))  # the vocabulary of tapo_tokenizer
+    server = HFGenerationServer(RolloutConfig(name="hf", prompt_length=512, response_length=8, max_model_len=4096),
+                                HFModelConfig(path=str(tmp_path)), replica_rank=0)
+    late_id = "tapo-synthesis-s3-0"
+    client = _ServerClient(server, transit_s={late_id: 1.3})
+    planner = SynthesisPlanner(_config(), tapo_tokenizer, RESPONSE_WIDTH, [tapo_tokenizer.eos_token_id],
+                               stable_request_ids=True)
+    source = RolloutServerTextSource(client, tapo_tokenizer, temperature=1.0, top_p=1.0, max_new_tokens=4)
+
+    async def run():
+        synthesis = SynthesisRound(planner, source, step=3, abort_grace_s=1.0,
+                                   abort=lambda: server.abort_all_requests(reject_request=reject_request),
+                                   resume=server.resume_generation)
+        started = time.monotonic()
+        synthesis.submit(_rollout_batch(tapo_tokenizer, GROUPS))
+        outcome = await synthesis.finish(deadline=started + 0.8)
+        return outcome, await asyncio.wait_for(client.deliveries[late_id], timeout=30)
+
+    outcome, late = asyncio.run(run())
+    assert outcome.records[0]["status"] == "timeout" and outcome.records[0]["synthesis"] is None
+    assert synthesis_metrics(outcome)["tapo/fail/timeout"] >= 1
+    if reject_request:
+        assert late.stop_reason == "aborted" and late.token_ids == []
+    else:
+        assert late.stop_reason == "completed" and len(late.token_ids) > 0
