@@ -41,19 +41,18 @@ from recipe_tapo.loss_normalization import mini_batch_of_rows, separate_loss_sca
 from recipe_tapo.run_config import check_tapo_run_config
 from recipe_tapo.step_metrics import constructed_row_metrics, prefix_net_advantage
 from recipe_tapo.textio import write_json_line
-from recipe_tapo.workers.augmentation import (
+from recipe_tapo.workers.batch_rows import (
     ATTEMPT,
     CUT_TOKENS,
     IS_CONSTRUCTED,
     IS_PADDING,
     SOURCE_ROW,
-    SynthesisOutcome,
     build_padding_rows,
     constructed_rows,
     mark_original_rows,
     pad_token_id,
-    synthesis_metrics,
 )
+from recipe_tapo.workers.synthesis_plan import SynthesisOutcome, synthesis_metrics
 
 logger = logging.getLogger(__name__)
 

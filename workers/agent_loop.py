@@ -36,12 +36,8 @@ from verl.utils.import_utils import load_class_from_fqn
 from verl.utils.ray_utils import auto_await
 
 from recipe_tapo.config import TapoConfig
-from recipe_tapo.workers.augmentation import (
-    RolloutServerTextSource,
-    SynthesisOutcome,
-    SynthesisPlanner,
-    SynthesisRound,
-)
+from recipe_tapo.workers.synthesis_plan import SynthesisOutcome, SynthesisPlanner
+from recipe_tapo.workers.synthesis_round import RolloutServerTextSource, SynthesisRound
 
 
 class TapoAgentLoopManager(AgentLoopManager):
