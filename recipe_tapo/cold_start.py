@@ -10,7 +10,7 @@ CPU) it builds two kinds of SFT example:
   sampling): messages = the problem's chat prompt + the answer;
 - **synthesis** examples: the exact synthesis task the TAPO trainer sends during RL, answered well.
   The rollouts are put into verl's rollout layout (a `DataProto`, one `uid` per problem) and handed
-  to the trainer's own augmentation worker (`recipe_tapo.workers.augmentation.TrajectoryAugmenter`):
+  to the trainer's own augmentation worker (`recipe_tapo.workers.synthesis_round.TrajectoryAugmenter`):
   DCS picks (wrong, right) pairs, the synthesis prompt is built, the synthesizer writes
   `<analysis>`/`<reconstruction>` (the model itself by default, `--teacher MODEL` for a stronger
   one, `--synthesis-source CLASS` for a programmatic one), the output is parsed, spliced into the
@@ -212,7 +212,7 @@ class GeneratorTextSource:
         self.render_messages = render_messages
 
     def __call__(self, requests, timeout_s):
-        from recipe_tapo.workers.augmentation import GeneratedText
+        from recipe_tapo.workers.synthesis_plan import GeneratedText
 
         prompts = [
             chat_ids(self.tokenizer, request.messages, self.chat_kwargs) if self.render_messages else request.prompt_ids
@@ -342,7 +342,7 @@ def make_score_fn(reward_fn, tokenizer, eos_ids: list[int]):
     (rm_scores (n, R) with the reward at the last response token, {"acc": array})."""
     import torch
 
-    from recipe_tapo.workers.augmentation import response_ids
+    from recipe_tapo.workers.synthesis_plan import response_ids
 
     def score(rows):
         width = rows.batch["responses"].shape[1]
@@ -407,7 +407,8 @@ def build(args, config, out) -> dict:
     from recipe_tapo.generation import SamplingSettings, make_generator
     from recipe_tapo.textio import write_json_line
     from recipe_tapo.trainer import chat_template_kwargs, eos_token_ids
-    from recipe_tapo.workers.augmentation import OK, TrajectoryAugmenter
+    from recipe_tapo.workers.synthesis_plan import OK
+    from recipe_tapo.workers.synthesis_round import TrajectoryAugmenter
 
     tapo = TapoConfig.from_omegaconf(config.tapo)
     chat_kwargs = chat_template_kwargs(config)

@@ -99,7 +99,7 @@ class SynthesisConfig:
     max_failed_rounds: int = 3
     # Who writes the synthesis outputs: None = the policy, through the run's rollout servers; else
     # the dotted name of a class built as cls(trainer_config, tokenizer) and called with
-    # (requests, timeout_s) (recipe_tapo.workers.augmentation.SynthesisTextSource), e.g. a
+    # (requests, timeout_s) (recipe_tapo.workers.synthesis_plan.SynthesisTextSource), e.g. a
     # programmatic teacher for a toy task.
     text_source: str | None = None
 

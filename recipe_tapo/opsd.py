@@ -24,7 +24,8 @@ from verl import DataProto
 from verl.utils.model import compute_position_id_with_mask
 
 from recipe_tapo.config import OpsdConfig
-from recipe_tapo.workers.augmentation import pad_token_id, question_text, response_ids
+from recipe_tapo.workers.batch_rows import pad_token_id
+from recipe_tapo.workers.synthesis_plan import question_text, response_ids, row_correctness
 
 REFERENCE = "reference"
 SIBLING = "sibling"
@@ -33,14 +34,6 @@ PROMPT_TOO_LONG = "prompt_too_long"
 # Batch keys the trainer keeps between the teacher pass and the update (never sent to a worker).
 TEACHER_LOG_PROBS = "opsd_teacher_log_probs"
 HAS_TEACHER = "opsd_has_teacher"
-
-
-def row_correct(batch: DataProto) -> np.ndarray:
-    """Whether each row's answer is right: the reward's `acc` where it reports one, else a positive
-    score (verl's `rm_scores`, set by the reward loop before the old-log-prob pass). Shape (bs,)."""
-    if "acc" in batch.non_tensor_batch:
-        return np.asarray(batch.non_tensor_batch["acc"], dtype=float) > 0
-    return batch.batch["rm_scores"].sum(dim=-1).cpu().numpy() > 0
 
 
 def reference_solution(extra_info: Any) -> str | None:
@@ -109,7 +102,8 @@ def build_teacher_rows(
     response layout, ready for the actor's log-prob pass. A row without context, or whose privileged
     prompt exceeds `config.max_prompt_tokens`, keeps its own prompt (its teacher equals its student)
     and is marked as having no teacher signal."""
-    correct = row_correct(batch)
+    # the reward loop scored every row (`rm_scores`) before the old-log-prob pass
+    correct = row_correctness(batch, batch.batch["rm_scores"].sum(dim=-1))
     extra = batch.non_tensor_batch.get("extra_info")
     references = [reference_solution(extra[row]) if extra is not None else None for row in range(len(batch))]
     contexts = choose_contexts(batch.non_tensor_batch["uid"], correct, references, config.context)

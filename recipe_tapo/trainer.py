@@ -43,19 +43,18 @@ from recipe_tapo.opsd import HAS_TEACHER, TEACHER_LOG_PROBS, build_teacher_rows,
 from recipe_tapo.run_config import check_opsd_run_config, check_tapo_run_config
 from recipe_tapo.step_metrics import constructed_row_metrics, prefix_net_advantage
 from recipe_tapo.textio import write_json_line
-from recipe_tapo.workers.augmentation import (
+from recipe_tapo.workers.batch_rows import (
     ATTEMPT,
     CUT_TOKENS,
     IS_CONSTRUCTED,
     IS_PADDING,
     SOURCE_ROW,
-    SynthesisOutcome,
     build_padding_rows,
     constructed_rows,
     mark_original_rows,
     pad_token_id,
-    synthesis_metrics,
 )
+from recipe_tapo.workers.synthesis_plan import SynthesisOutcome, synthesis_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -93,9 +92,9 @@ class RayTAPOTrainer(RayPPOTrainer):
                 "recipe_tapo.workers.agent_loop.TapoAgentLoopManager"
             )
 
-        # Late synthesis requests are aborted on the replicas, which then take requests again.
+        # Late synthesis requests are aborted on the replicas, which refuse any still in transit until resumed.
         async def abort() -> None:
-            await self.checkpoint_manager.abort_replicas()
+            await self.checkpoint_manager.abort_replicas(reject_request=True)
 
         async def resume() -> None:
             await self.checkpoint_manager.resume_generation_replicas()

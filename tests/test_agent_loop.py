@@ -150,7 +150,18 @@ def test_whole_batch_rounds_send_after_the_rollout_with_the_attempt_ids():
     rollout_done = max(at for kind, _, at in log if kind == "rollout_done")
     requests = [(request, at) for kind, request, at in log if kind == "synthesis"]
     assert all(at >= rollout_done for _, at in requests)
-    assert sorted(request for request, _ in requests) == sorted(f"tapo-synthesis-{i}" for i in range(len(requests)))
+    # The tiny_cpu profile sets rollout.full_determinism: ids the same in every run, named by step and attempt.
+    assert sorted(request for request, _ in requests) == sorted(f"tapo-synthesis-s1-{i}" for i in range(len(requests)))
+
+
+def test_without_full_determinism_each_synthesis_id_is_new_to_verls_router():
+    ids = []
+    for _ in range(2):
+        manager, log = _manager([0.01] * 4, "actor_rollout_ref.rollout.full_determinism=false")
+        manager.generate_sequences(_prompts(step=1))
+        ids += [request for kind, request, _ in log if kind == "synthesis"]
+    assert len(ids) == len(set(ids)) > 2
+    assert all(request.startswith("tapo-synthesis-s1-g") for request in ids)
 
 
 def test_validation_and_tapo_off_are_verls_rollout_alone():

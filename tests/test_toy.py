@@ -14,7 +14,7 @@ from recipe_tapo.synthesis import build_synthesis_prompt, parse_synthesis_output
 from recipe_tapo.toy.build import build_data
 from recipe_tapo.toy.task import ChainProblem, first_wrong_step, parse_problem, sample_problem, slip, write_solution
 from recipe_tapo.toy.teacher import ToyTeacher
-from recipe_tapo.workers.augmentation import SynthesisRequest
+from recipe_tapo.workers.synthesis_plan import SynthesisRequest
 
 PROBLEM = ChainProblem((47, 5, 8, 6), ("+", "-", "+"))
 TOY_TEMPLATE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "config", "prompts", "toy_synthesis_anchor.txt")
@@ -175,7 +175,8 @@ def test_the_teacher_is_a_trainer_text_source(prefix_end):
     from recipe_tapo.config import TapoConfig
     from recipe_tapo.data.rows import make_row
     from recipe_tapo.trainer import eos_token_ids
-    from recipe_tapo.workers.augmentation import OK, TrajectoryAugmenter
+    from recipe_tapo.workers.synthesis_plan import OK
+    from recipe_tapo.workers.synthesis_round import TrajectoryAugmenter
 
     overrides = ["profile=[tiny_cpu,toy_run]", "tapo.synthesis.text_source=recipe_tapo.toy.teacher.ToyTeacher",
                  f"tapo.synthesis.prefix_end={prefix_end}"]

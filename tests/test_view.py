@@ -423,7 +423,7 @@ def test_counts_by_step_and_the_per_step_cap():
 
 
 def test_every_attempt_status_of_the_trainer_has_a_meaning():
-    from recipe_tapo.workers.augmentation import ATTEMPT_STATUSES
+    from recipe_tapo.workers.synthesis_plan import ATTEMPT_STATUSES
 
     assert set(ATTEMPT_STATUSES) <= set(STATUS_MEANINGS)
 

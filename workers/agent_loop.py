@@ -36,12 +36,8 @@ from verl.utils.import_utils import load_class_from_fqn
 from verl.utils.ray_utils import auto_await
 
 from recipe_tapo.config import TapoConfig
-from recipe_tapo.workers.augmentation import (
-    RolloutServerTextSource,
-    SynthesisOutcome,
-    SynthesisPlanner,
-    SynthesisRound,
-)
+from recipe_tapo.workers.synthesis_plan import SynthesisOutcome, SynthesisPlanner
+from recipe_tapo.workers.synthesis_round import RolloutServerTextSource, SynthesisRound
 
 
 class TapoAgentLoopManager(AgentLoopManager):
@@ -158,6 +154,7 @@ def _synthesis_parts(config, tapo: TapoConfig, llm_client) -> tuple[SynthesisPla
         response_length=int(config.data.max_response_length),
         eos_token_ids=eos_token_ids(tokenizer, model_config.local_path),
         chat_template_kwargs=chat_template_kwargs(config),
+        stable_request_ids=bool(config.actor_rollout_ref.rollout.get("full_determinism", False)),
     )
     synthesis = tapo.synthesis
     if synthesis.text_source:

@@ -2,7 +2,7 @@
 
 Used only to build the toy cold start's synthesis-task examples (the policy then learns the format
 from them); in the RL runs the policy writes its own synthesis. It has the interface of
-`tapo.synthesis.text_source` (`recipe_tapo.workers.augmentation.SynthesisTextSource`): built as
+`tapo.synthesis.text_source` (`recipe_tapo.workers.synthesis_plan.SynthesisTextSource`): built as
 `ToyTeacher(trainer_config, tokenizer)`, called with (requests, timeout_s).
 
 Its output follows the request's mode and `tapo.synthesis.prefix_end`: with `after_error` the
@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from recipe_tapo.toy.task import continue_from, first_wrong_step, parse_problem
-from recipe_tapo.workers.augmentation import GeneratedText, SynthesisRequest
+from recipe_tapo.workers.synthesis_plan import GeneratedText, SynthesisRequest
 
 
 def _tapo_value(config: Any, key: str, default: Any) -> Any:

@@ -1,7 +1,7 @@
 """The TAPO trainer's inspection dumps, read for the run view: where they are, what they hold.
 
 A dump is `step_NNNNNN.jsonl`, one JSON object per synthesis attempt of that step (written by
-`RayTAPOTrainer._write_dump`; its fields are those of `TrajectoryAugmenter._new_record` plus
+`RayTAPOTrainer._write_dump`; its fields are those of `workers.synthesis_plan._new_record` plus
 `advantage` and `ots_weights`). Every field is read defensively: an old dump may lack a field, a
 newer one may add fields, and a value of an unexpected type counts as missing. Lines that cannot
 be read (bad bytes, over `textio.MAX_LINE_BYTES`, not JSON, not an object) are skipped and listed.
@@ -29,7 +29,7 @@ UNKNOWN_STATUS = "unknown"
 # the same set the trainer's `tapo/parse_rate` counts.
 PARSE_FAILURES = frozenset(reason.value for reason in SynthesisFailure) - {SynthesisFailure.PROMPT_TOO_LONG.value}
 
-# What each attempt status means (`workers.augmentation.ATTEMPT_STATUSES`; a test keeps them in step).
+# What each attempt status means (`workers.synthesis_plan.ATTEMPT_STATUSES`; a test keeps them in step).
 STATUS_MEANINGS = {
     "ok": "inserted into the training batch",
     "prompt_too_long": "the synthesis prompt does not fit tapo.synthesis.max_prompt_tokens",

@@ -7,7 +7,7 @@ They run inside the trainer's Ray process, which finds this folder through PYTHO
 
 import asyncio
 
-from recipe_tapo.workers.augmentation import GeneratedText
+from recipe_tapo.workers.synthesis_plan import GeneratedText
 
 
 class HalfThenRight:
