@@ -272,6 +272,11 @@ class DataParallelGenerator:
         for task_queue in self.tasks:
             task_queue.cancel_join_thread()  # never block the parent's exit on a dead replica's queue
         self.processes = []
+        # Set before any replica starts, so that none outlives a failed start. Registered after
+        # multiprocessing's own exit hook, so it runs first: that hook joins the replicas, which
+        # would otherwise still be waiting for work.
+        self._finalizer = weakref.finalize(self, _stop_replicas, self.processes, self.tasks, 60.0)
+        atexit.register(self._finalizer)
         started = time.monotonic()
         for replica in range(replicas):
             process = context.Process(target=_serve_replica, name=f"generation-replica-{replica}",
@@ -279,10 +284,6 @@ class DataParallelGenerator:
             with _environment("CUDA_VISIBLE_DEVICES", ",".join(gpu_groups[replica]) if gpu_groups else None):
                 process.start()
             self.processes.append(process)
-        self._finalizer = weakref.finalize(self, _stop_replicas, self.processes, self.tasks, 60.0)
-        # Registered after multiprocessing's own exit hook, so it runs first: that hook joins the
-        # replicas, which would otherwise still be waiting for work.
-        atexit.register(self._finalizer)
         waiting = set(range(replicas))
         while waiting:
             _, replica, _ = self._receive()
@@ -329,8 +330,8 @@ class DataParallelGenerator:
         if not self._finalizer.alive:
             raise RuntimeError("this DataParallelGenerator is closed: its replicas have stopped")
         indices = list(range(len(prompt_ids))) if prompt_indices is None else list(prompt_indices)
-        shards = {replica: list(range(replica, len(prompt_ids), self.replicas)) for replica in range(self.replicas)}
-        shards = {replica: positions for replica, positions in shards.items() if positions}
+        shards = {replica: list(range(replica, len(prompt_ids), self.replicas))
+                  for replica in range(min(self.replicas, len(prompt_ids)))}  # a replica past the last prompt idles
         for replica, positions in shards.items():
             self.tasks[replica].put(([prompt_ids[p] for p in positions], settings, [indices[p] for p in positions]))
         results: list = [None] * len(prompt_ids)
