@@ -3,8 +3,8 @@ r"""Cold-start SFT data from the model's own rollouts (docs/method.md, section 8
     python -m recipe_tapo.cold_start --model MODEL --input deepscaler_train.parquet --output-dir DIR \
         [--k 8] [--num-solutions 30000] [--num-synthesis 15000] [--teacher MODEL] [hydra overrides...]
 
-From K rollouts per training problem (offline generation: vLLM on a GPU, the recipe's hf engine on
-CPU) it builds two kinds of SFT example:
+From K rollouts per training problem (offline generation: vLLM on GPUs, an engine replica per GPU
+by default (`--data-parallel-size`), the recipe's hf engine on CPU) it builds two kinds of SFT example:
 
 - **solution** examples: the model's own answers that the reward verifies correct (rejection
   sampling): messages = the problem's chat prompt + the answer;
@@ -404,7 +404,7 @@ def build(args, config, out) -> dict:
     from verl.utils.import_utils import load_class_from_fqn
 
     from recipe_tapo.config import TapoConfig
-    from recipe_tapo.generation import SamplingSettings, make_generator
+    from recipe_tapo.generation import SamplingSettings, engine_options_from_args, make_generator
     from recipe_tapo.textio import write_json_line
     from recipe_tapo.trainer import chat_template_kwargs, eos_token_ids
     from recipe_tapo.workers.synthesis_plan import OK
@@ -427,15 +427,14 @@ def build(args, config, out) -> dict:
           f"{dict(state.skipped)}), {args.k} rollouts each, responses up to {response_length} tokens",
           file=sys.stderr, flush=True)
 
-    vllm_kwargs = {"tensor_parallel_size": args.tensor_parallel_size,
-                   "gpu_memory_utilization": args.gpu_memory_utilization, "seed": args.seed}
-    policy = make_generator(args.model, args.backend, **vllm_kwargs)
+    engine_options = engine_options_from_args(args)
+    policy = make_generator(args.model, args.backend, **engine_options)
     synthesis_settings = SamplingSettings(n=1, temperature=tapo.synthesis.temperature, top_p=tapo.synthesis.top_p,
                                           max_new_tokens=tapo.synthesis.max_new_tokens, seed=args.seed)
     if args.synthesis_source:
         inner = load_class_from_fqn(args.synthesis_source, "synthesis text source")(config, tokenizer)
     elif args.teacher:
-        inner = GeneratorTextSource(make_generator(args.teacher, args.backend, **vllm_kwargs),
+        inner = GeneratorTextSource(make_generator(args.teacher, args.backend, **engine_options),
                                     AutoTokenizer.from_pretrained(args.teacher), synthesis_settings, chat_kwargs,
                                     render_messages=True)
     else:

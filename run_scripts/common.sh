@@ -3,7 +3,8 @@
 # against it), moves to the repository root, and sets the defaults every GPU script shares:
 #   WORK_DIR   checkpoints, cold-start data, evaluations (default $HOME/tapo_work)
 #   DATA_DIR   prepare_data.sh's output, the training and benchmark files (default $HOME/data/tapo)
-#   NNODES, GPUS_PER_NODE  the cluster (default 1 node of 8 GPUs)
+#   NNODES, GPUS_PER_NODE  the cluster (default 1 node of 8 GPUs); offline generation (difficulty
+#              filter, cold-start data, evaluation) runs GPUS_PER_NODE vLLM replicas, one per GPU
 # Both folders are made absolute here: on several nodes every worker reads a relative path against
 # its own working directory (verl ships no working_dir to the nodes; docs/install.md, Multi-node).
 #   DRY_RUN=1  every script checks what it can, lists the files it reads and (under "the files it
@@ -42,6 +43,9 @@ WORK_DIR=$(absolute_path "${WORK_DIR:-$HOME/tapo_work}")
 DATA_DIR=$(absolute_path "${DATA_DIR:-$HOME/data/tapo}")
 NNODES=${NNODES:-1}
 GPUS_PER_NODE=${GPUS_PER_NODE:-8}
+# Offline generation on one node, an engine replica per GPU (a later --data-parallel-size or
+# --tensor-parallel-size option of the caller wins; their product must fit the node's GPUs).
+OFFLINE_GENERATION_ARGS=(--data-parallel-size "$GPUS_PER_NODE")
 # The paper's benchmarks: validation during training and the evaluation of a checkpoint.
 BENCHMARK_FILES=("$DATA_DIR/aime2024.parquet" "$DATA_DIR/aime2025.parquet" "$DATA_DIR/hmmt2025.parquet")
 
@@ -64,7 +68,7 @@ run_training() {
 # then run. DRY_RUN=1 parses the options, lists the files read and written (present or missing here)
 # and loads no model.
 run_evaluation() {
-    local args=(--model "$MODEL" --data "${BENCHMARK_FILES[@]}" "$@")
+    local args=(--model "$MODEL" --data "${BENCHMARK_FILES[@]}" "${OFFLINE_GENERATION_ARGS[@]}" "$@")
     printf '+ python -m recipe_tapo.evaluation.evaluate'
     printf ' %q' "${args[@]}"
     printf '\n'
@@ -79,7 +83,8 @@ args = parse_args(sys.argv[1:])
 state = lambda path: "present" if os.path.exists(os.path.expanduser(path)) else "missing here"
 print("DRY RUN: the evaluation options parse; no model loaded.")
 print(f"  --max-new-tokens {args.max_new_tokens}, --chat-template-kwargs {args.chat_template_kwargs}, "
-      f"--n {args.n}, --temperature {args.temperature}, --top-p {args.top_p}")
+      f"--n {args.n}, --temperature {args.temperature}, --top-p {args.top_p}, "
+      f"--data-parallel-size {args.data_parallel_size}, --tensor-parallel-size {args.tensor_parallel_size}")
 print(f"  --model: {args.model} ({state(args.model)})")
 for path in args.data:
     print(f"  --data: {path} ({state(path)})")

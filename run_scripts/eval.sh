@@ -5,9 +5,10 @@
 # that change what is scored are required, never guessed: the response length and the chat template.
 #   [DRY_RUN=1] MODEL=DIR MAX_NEW_TOKENS=N CHAT_TEMPLATE_KWARGS='{...}' bash run_scripts/eval.sh [evaluate options...]
 # Environment: MODEL, MAX_NEW_TOKENS, CHAT_TEMPLATE_KWARGS (a JSON object, '{}' for the template's
-# default; Qwen3 non-thinking: '{"enable_thinking": false}'), all required; DATA_DIR, WORK_DIR
-# (common.sh); OUT_DIR (default $WORK_DIR/eval/<model folder name>). Sampling: the evaluate
-# command's defaults (16 samples at temperature 0.6, top-p 0.95) unless given as options.
+# default; Qwen3 non-thinking: '{"enable_thinking": false}'), all required; DATA_DIR, WORK_DIR,
+# GPUS_PER_NODE (common.sh: a vLLM replica per GPU); OUT_DIR (default $WORK_DIR/eval/<model folder
+# name>). Sampling: the evaluate command's defaults (16 samples at temperature 0.6, top-p 0.95) unless
+# given as options.
 # DRY_RUN=1 checks the options, lists the files read and written and prints the command; no model loads.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"

@@ -98,7 +98,7 @@ TEACHER_ARGS=()
 stage data "" bash run_scripts/prepare_data.sh
 stage filter "$SOURCE_FILE" bash run_scripts/filter_qwen3_8b.sh
 stage cold_start_data "$SOURCE_FILE" python -m recipe_tapo.cold_start --model "$BASE_MODEL" "${TEACHER_ARGS[@]}" \
-    --input "$SOURCE_FILE" --output-dir "$COLD_START_DATA_DIR" --k "$GROUP_SIZE" \
+    --input "$SOURCE_FILE" --output-dir "$COLD_START_DATA_DIR" --k "$GROUP_SIZE" "${OFFLINE_GENERATION_ARGS[@]}" \
     --num-solutions "$NUM_SOLUTIONS" --num-synthesis "$NUM_SYNTHESIS" \
     "${QWEN3_8B_ARGS[@]}" "${QWEN3_8B_TAPO_ARGS[@]}"
 stage sft "$COLD_START_DATA_DIR/train.parquet" env SFT_DATA="$COLD_START_DATA_DIR/train.parquet" OUT_DIR="$SFT_DIR" \

@@ -215,12 +215,14 @@ def test_builder_takes_its_sampling_options_from_the_shared_generation_arguments
     assert len(calls) == 1
     # Cold start's own defaults: rollouts sample as the RL rollout; the prompt cap falls back to data.*.
     assert (args.temperature, args.top_p, args.max_prompt_tokens, args.seed, args.limit, args.backend,
-            args.tensor_parallel_size, args.gpu_memory_utilization) == (1.0, 1.0, None, 0, None, "auto", 1, 0.85)
+            args.tensor_parallel_size, args.data_parallel_size, args.gpu_memory_utilization) \
+        == (1.0, 1.0, None, 0, None, "auto", 1, None, 0.85)
     args = parse_args([*required, "--temperature", "0.7", "--top-p", "0.9", "--max-prompt-tokens", "40", "--seed",
                        "3", "--limit", "5", "--backend", "hf", "--tensor-parallel-size", "2",
-                       "--gpu-memory-utilization", "0.5", "data.max_response_length=32"])
+                       "--data-parallel-size", "4", "--gpu-memory-utilization", "0.5", "data.max_response_length=32"])
     assert (args.temperature, args.top_p, args.max_prompt_tokens, args.seed, args.limit, args.backend,
-            args.tensor_parallel_size, args.gpu_memory_utilization) == (0.7, 0.9, 40, 3, 5, "hf", 2, 0.5)
+            args.tensor_parallel_size, args.data_parallel_size, args.gpu_memory_utilization) \
+        == (0.7, 0.9, 40, 3, 5, "hf", 2, 4, 0.5)
     assert args.overrides == ["data.max_response_length=32"]
     # The response length and chat kwargs come from the trainer config (data.*), never from an option.
     assert not hasattr(args, "max_new_tokens") and not hasattr(args, "chat_template_kwargs")

@@ -159,6 +159,7 @@ def test_each_model_is_evaluated_as_it_was_trained(model, settings, array, tmp_p
     kwargs = json.loads(option(command, "--chat-template-kwargs"))
     assert kwargs == {arg.split("=")[0].rsplit(".", 1)[1]: arg.endswith("=true") for arg in thinking}
     assert "DRY RUN: the evaluation options parse" in result.stdout
+    assert "--data-parallel-size 8, --tensor-parallel-size 1" in result.stdout  # a vLLM replica on every GPU
     assert f"--model: {tmp_path}/model (missing here)" in result.stdout
     assert f"--data: {tmp_path}/hmmt2025.parquet (missing here)" in result.stdout
     assert "the files it writes:\n  /home/user/tapo_work/eval/model/eval_results.json (missing here)" in result.stdout
@@ -170,6 +171,17 @@ def test_qwen3_8b_evaluation_runs_non_thinking_at_the_trained_length(tmp_path):
     command = printed_command(result.stdout, "recipe_tapo.evaluation.evaluate")
     assert json.loads(option(command, "--chat-template-kwargs")) == {"enable_thinking": False}
     assert int(option(command, "--max-new-tokens")) >= 8192
+
+
+def test_evaluation_runs_a_vllm_replica_on_each_gpu_of_the_node_unless_told_otherwise(tmp_path):
+    env = {"MODEL": "/ckpt/hf/tapo_qwen3_8b", "DATA_DIR": str(tmp_path), "GPUS_PER_NODE": "4"}
+    result = run_script("eval_qwen3_8b.sh", env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert option(printed_command(result.stdout, "recipe_tapo.evaluation.evaluate"), "--data-parallel-size") == "4"
+    assert "--data-parallel-size 4, --tensor-parallel-size 1" in result.stdout
+    # The caller's options come after the script's, and win.
+    result = run_script("eval_qwen3_8b.sh", "--data-parallel-size", "2", "--tensor-parallel-size", "2", env=env)
+    assert "--data-parallel-size 2, --tensor-parallel-size 2" in result.stdout
 
 
 def test_generic_eval_refuses_to_guess_the_settings_that_change_the_score(tmp_path):
@@ -211,6 +223,7 @@ def test_filter_samples_as_the_qwen3_runs_do(tmp_path):
     assert option(command, "--max-prompt-tokens") == hydra_value(trained, "data.max_prompt_length")
     assert json.loads(option(command, "--chat-template-kwargs")) == {"enable_thinking": False}
     assert command[-2:] == ["--limit", "4"]
+    assert option(command, "--data-parallel-size") == "8"  # GPUS_PER_NODE: a vLLM replica on every GPU
     assert f"the files it writes:\n  {tmp_path}/deepscaler_zpd_qwen3_8b.parquet (missing here)" in result.stdout
     result = run_script("filter_qwen3_8b.sh", "--k", "0", env={"DATA_DIR": str(tmp_path)})
     assert result.returncode != 0 and "--min-correct" in result.stderr
@@ -227,6 +240,8 @@ def test_reproduce_dry_run_names_every_stage_in_order_and_which_are_done(tmp_pat
     # The filter and the evaluations are the per-model scripts, which sample as the runs do.
     assert "   + bash run_scripts/filter_qwen3_8b.sh" in result.stdout
     assert f"OUT_DIR={tmp_path}/eval/tapo bash run_scripts/eval_qwen3_8b.sh" in result.stdout
+    assert option(printed_command(result.stdout.replace("   + ", "+ "), "recipe_tapo.cold_start"),
+                  "--data-parallel-size") == "8"  # the cold-start rollouts on every GPU of the node
 
     (tmp_path / ".stages").mkdir()
     for name in STAGES[:4]:

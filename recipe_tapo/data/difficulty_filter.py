@@ -11,7 +11,8 @@ Writes the kept rows unchanged (same schema as the input) and, beside them, `<ou
 with one line per input problem, in input order: its correct count (so other bounds can be applied
 later without sampling again), or, for a problem that was not sampled, `correct: null` and the
 reason in `skipped`.
-Generation uses vLLM on a GPU machine and the recipe's hf engine on CPU (`--backend`).
+Generation uses vLLM on a GPU machine, an engine replica per GPU by default (`--data-parallel-size`),
+and the recipe's hf engine on CPU (`--backend`).
 """
 
 import argparse

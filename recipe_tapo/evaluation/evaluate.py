@@ -6,7 +6,7 @@ r"""Evaluate a checkpoint on benchmark files: Pass@1, Pass@k, DSR and ERR beside
 
 Writes `eval_results.json` and `eval_results.md` (metrics per benchmark, paper columns beside) and
 `samples.jsonl` (every response with its verdict, whatever text the model wrote) into `--out-dir`. Generation uses vLLM on a GPU
-machine and the recipe's hf engine on CPU (`--backend`). A benchmark is named by its rows'
+machine, an engine replica per GPU by default (`--data-parallel-size`), and the recipe's hf engine on CPU (`--backend`). A benchmark is named by its rows'
 `data_source`.
 """
 
