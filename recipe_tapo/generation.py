@@ -142,6 +142,13 @@ def require_vllm() -> None:
         )
 
 
+def prompt_seed(seed: int, prompt_index: int) -> int:
+    """The sampling seed of one prompt of a call: distinct per prompt, the same in every run and
+    whichever replica samples it (63 bits, as vLLM takes an int)."""
+    digest = hashlib.sha256(f"{seed}:prompt{prompt_index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
 class VLLMGenerator:
     """vLLM's offline engine on the local GPUs (those CUDA_VISIBLE_DEVICES shows)."""
 
@@ -156,12 +163,16 @@ class VLLMGenerator:
 
     def generate(self, prompt_ids: list[list[int]], settings: SamplingSettings,
                  prompt_indices: list[int] | None = None) -> list[list[list[int]]]:
-        """`prompt_indices` is not needed: every request carries `settings.seed` (vLLM derives its n
-        samples' seeds from it), whatever its position or batch."""
+        """Each prompt's request carries its own seed, `prompt_seed(settings.seed, position)` (vLLM
+        derives the n samples' streams from it): one seed for every prompt would give sample k of
+        every prompt the same random stream, correlating the prompts' outcomes. `prompt_indices` are
+        the prompts' positions in the whole call (a data-parallel replica's share), default 0..n-1."""
         from vllm import SamplingParams, TokensPrompt
 
-        params = SamplingParams(n=settings.n, temperature=settings.temperature, top_p=settings.top_p,
-                                max_tokens=settings.max_new_tokens, seed=settings.seed)
+        positions = range(len(prompt_ids)) if prompt_indices is None else prompt_indices
+        params = [SamplingParams(n=settings.n, temperature=settings.temperature, top_p=settings.top_p,
+                                 max_tokens=settings.max_new_tokens, seed=prompt_seed(settings.seed, position))
+                  for position in positions]
         outputs = self.llm.generate([TokensPrompt(prompt_token_ids=ids) for ids in prompt_ids], params,
                                     use_tqdm=self.show_progress)
         return [[list(sample.token_ids) for sample in output.outputs] for output in outputs]

@@ -84,3 +84,14 @@ def test_chat_template_kwargs_reach_the_prompt_as_in_the_rl_run(qwen_tokenizer):
     for bad in ("enable_thinking=false", "[1]"):
         with pytest.raises(argparse.ArgumentTypeError, match="chat-template-kwargs"):
             parse_chat_template_kwargs(bad)
+
+
+def test_every_prompt_of_a_call_gets_its_own_stable_seed():
+    """vLLM's requests: one seed per prompt position (the same whichever replica samples it), so the
+    samples of different prompts are not drawn from one shared stream."""
+    from recipe_tapo.generation import prompt_seed
+
+    seeds = [prompt_seed(0, index) for index in range(1000)]
+    assert len(set(seeds)) == 1000 and all(0 <= seed < 2**63 for seed in seeds)
+    assert seeds == [prompt_seed(0, index) for index in range(1000)]
+    assert prompt_seed(1, 0) != prompt_seed(0, 0)
