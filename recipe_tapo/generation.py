@@ -12,6 +12,7 @@ prompts out among them and returns the results in input order, sampled as one en
 """
 
 import argparse
+import hashlib
 import atexit
 import contextlib
 import json
@@ -96,8 +97,6 @@ class HFGenerator:
 
     @staticmethod
     def sample_stream(seed: int, prompt_index: int, sample_index: int):
-        import hashlib
-
         import torch
 
         digest = hashlib.sha256(f"{seed}:prompt{prompt_index}:sample{sample_index}".encode()).digest()
