@@ -12,9 +12,9 @@ prompts out among them and returns the results in input order, sampled as one en
 """
 
 import argparse
-import hashlib
 import atexit
 import contextlib
+import hashlib
 import json
 import multiprocessing
 import os
