@@ -405,17 +405,23 @@ def _paired_table(data: dict, arms: list[str], seeds: list[str]) -> list[str]:
     return lines
 
 
-def _tapo_section(data: dict, arm: str, seeds: list[str]) -> list[str]:
-    runs = [data["runs"][(arm, seed)] for seed in seeds]
-    keys = [key for key in TAPO_STEP_KEYS
-            if key not in OPTIONAL_STEP_KEYS or any(key in metrics for run in runs for metrics in run["steps"].values())]
+def _step_table(arm: str, runs: list[dict], keys: list[str], digits: int) -> list[str]:
+    """The arm's name, then a table of `keys` per step (mean over `runs`), named without their prefix."""
     series = {key: _series(runs, key) for key in keys}
     steps = sorted({step for values in series.values() for step in values})
     lines = [f"**{arm_label(arm)}**", "", "| step | " + " | ".join(key.split("/", 1)[1] for key in keys) + " |",
              "|---|" + "---|" * len(keys)]
     for step in steps:
-        lines.append(f"| {step} | " + " | ".join(fmt(series[key].get(step, (None, None))[0], digits=2)
+        lines.append(f"| {step} | " + " | ".join(fmt(series[key].get(step, (None, None))[0], digits=digits)
                                                for key in keys) + " |")
+    return lines
+
+
+def _tapo_section(data: dict, arm: str, seeds: list[str]) -> list[str]:
+    runs = [data["runs"][(arm, seed)] for seed in seeds]
+    keys = [key for key in TAPO_STEP_KEYS
+            if key not in OPTIONAL_STEP_KEYS or any(key in metrics for run in runs for metrics in run["steps"].values())]
+    lines = _step_table(arm, runs, keys, digits=2)
     parsed = [run["steps"][step].get("tapo/parse_rate") for run in runs for step in run["steps"]
               if "tapo/parse_rate" in run["steps"][step] and run["steps"][step].get("tapo/pairs", 0) > 0]
     with_rows = [run["steps"][step].get("tapo/constructed_rows", 0) > 0 for run in runs for step in run["steps"]
@@ -441,14 +447,7 @@ def _opsd_section(data: dict, arm: str, seeds: list[str]) -> list[str]:
     keys = [key for key in OPSD_STEP_KEYS if any(key in metrics for run in runs for metrics in run["steps"].values())]
     if not keys:
         return [f"**{arm_label(arm)}**: no `opsd/` metrics logged.", ""]
-    series = {key: _series(runs, key) for key in keys}
-    steps = sorted({step for values in series.values() for step in values})
-    lines = [f"**{arm_label(arm)}**", "", "| step | " + " | ".join(key.split("/", 1)[1] for key in keys) + " |",
-             "|---|" + "---|" * len(keys)]
-    for step in steps:
-        lines.append(f"| {step} | " + " | ".join(fmt(series[key].get(step, (None, None))[0], digits=3)
-                                               for key in keys) + " |")
-    return lines + [""]
+    return _step_table(arm, runs, keys, digits=3) + [""]
 
 
 def _pre_rl_section(data: dict) -> list[str]:
