@@ -78,6 +78,10 @@ def dry_run_report(config) -> str:
         f"rollout.n={config.actor_rollout_ref.rollout.n} trainer.nnodes={config.trainer.nnodes} "
         f"trainer.n_gpus_per_node={config.trainer.n_gpus_per_node}",
     ]
+    opsd = config.get("opsd")
+    if opsd is not None and opsd.enable:
+        lines.append(f"  opsd.enable=True opsd.coef={opsd.coef} opsd.outcome_advantage={opsd.outcome_advantage} "
+                     f"opsd.teacher={opsd.teacher} opsd.context={opsd.context} opsd.max_prompt_tokens={opsd.max_prompt_tokens}")
     for key, paths in files.items():
         for path in paths:
             state = "present" if os.path.exists(os.path.expanduser(path)) else "missing here"

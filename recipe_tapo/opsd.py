@@ -138,8 +138,9 @@ def opsd_advantages(
     coef: float,
 ) -> torch.Tensor:
     """The sampled-token reverse-KL advantage: coef x (log p_teacher - log p_student) on every
-    response token of a row with a teacher signal, 0 elsewhere. Minimising KL(student || teacher)
-    by the policy gradient on the student's own samples gives exactly this per-token advantage.
+    response token of a row with a teacher signal, 0 elsewhere: the per-token form of on-policy
+    distillation, each token pushed by its own gap (the exact gradient of the sequence-level
+    KL(student || teacher) would also credit it with the gaps of the tokens after it).
 
     Args:
         teacher_log_probs, student_log_probs: shape (bs, response_length), of the sampled tokens.

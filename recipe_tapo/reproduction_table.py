@@ -1,7 +1,7 @@
-"""The reproduction's final table: our GRPO and TAPO runs beside the paper's numbers.
+"""The reproduction's final table: our GRPO, TAPO and OPSD runs beside the paper's numbers.
 
     python -m recipe_tapo.reproduction_table --run GRPO=eval/grpo/eval_results.json \
-        --run TAPO=eval/tapo/eval_results.json [--run SFT=...] [--out results.md]
+        --run TAPO=eval/tapo/eval_results.json --run OPSD=eval/opsd/eval_results.json [--run SFT=...] [--out results.md]
 
 Reads each run's `eval_results.json` (`recipe_tapo.evaluation.evaluate`) and the paper's numbers
 (`recipe_tapo.evaluation.report.PAPER_RESULTS`), and writes one markdown table: a row per run, each
@@ -81,7 +81,7 @@ def render_document(runs: list[tuple[str, dict]], paths: list[str]) -> str:
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", action="append", required=True, metavar="NAME=EVAL_RESULTS_JSON",
-                        help="one of our runs (repeat); NAME GRPO or TAPO gets the paper's row beside it")
+                        help="one of our runs (repeat); NAME GRPO, TAPO or OPSD gets the paper's row beside it")
     parser.add_argument("--out", default=None, help="also write the markdown here")
     return parser.parse_args(argv)
 

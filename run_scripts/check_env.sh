@@ -6,7 +6,7 @@
 #   --gpus N          GPUs this node must show (default GPUS_PER_NODE, 8; the count is per node, so
 #                     NNODES does not change it)
 #   --work-dir DIR    where free disk is measured (default WORK_DIR, $HOME/tapo_work)
-#   --min-free-gb G   free disk needed there (default MIN_FREE_GB, 800: the whole reproduction's
+#   --min-free-gb G   free disk needed there (default MIN_FREE_GB, 1000: the whole reproduction's
 #                     checkpoints and merged models, docs/reproduction.md; one 8B run alone keeps 2
 #                     actor checkpoints, an estimated 200 GB). NNODES does not change it: a multi-node
 #                     run keeps one set of checkpoints, on storage every node shares
@@ -14,6 +14,6 @@
 # Exit status 1 when a required check fails.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
-DEFAULTS=(--gpus "$GPUS_PER_NODE" --work-dir "$WORK_DIR" --min-free-gb "${MIN_FREE_GB:-800}")
+DEFAULTS=(--gpus "$GPUS_PER_NODE" --work-dir "$WORK_DIR" --min-free-gb "${MIN_FREE_GB:-1000}")
 [[ "${DRY_RUN:-0}" == 1 ]] && DEFAULTS+=(--report-only)
 exec python -m recipe_tapo.cold_start_env "${DEFAULTS[@]}" "$@"

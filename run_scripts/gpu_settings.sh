@@ -1,5 +1,5 @@
 # verl settings every GPU run of the recipe shares, whatever the model (sourced by the model's
-# *_settings.sh once it has set MODEL, TRAIN_FILE, RESPONSE_LENGTH and LOGGER): FSDP actor with padding removal,
+# *_settings.sh once it has set MODEL, TRAIN_FILE, RESPONSE_LENGTH, CONTEXT_LENGTH and LOGGER): FSDP actor with padding removal,
 # gradient checkpointing and dynamic batch sizes; vLLM rollout, K=8 at temperature 1; 128 prompts a
 # step in 4 mini-batches, lr 1e-6, no KL or entropy term; validation with 16 samples at 0.6 / 0.95;
 # the recipe's math reward; 500 steps, a checkpoint every 50, validation every 25.
@@ -62,4 +62,28 @@ PAPER_TAPO_ARGS=(
     tapo.ots.w_min=0.01
     tapo.ots.w_max=10.0
     tapo.dump.every=10
+)
+
+# OPSD, the paper's third column (docs/method.md, "OPSD"): GRPO's settings with the advantage replaced
+# by the OPSD term, coef x (log p_teacher - log p_student) per sampled token, the teacher being the
+# policy itself under a privileged prompt (the row's reference solution, else a right sibling). The
+# paper does not say which OPSD configuration it ran: these are the recipe's defaults, written out.
+# A privileged prompt holds the question (<= PROMPT_LENGTH), the template (< 256 tokens) and a reference
+# solution or a right answer (<= RESPONSE_LENGTH), so that is its budget, cut to what the model's
+# context leaves beside a response (the start-up check); a longer one gives its row no teacher,
+# counted in opsd/context/prompt_too_long.
+OPSD_PROMPT_TOKENS=$((PROMPT_LENGTH + 256 + RESPONSE_LENGTH))
+if ((OPSD_PROMPT_TOKENS > CONTEXT_LENGTH - RESPONSE_LENGTH)); then
+    OPSD_PROMPT_TOKENS=$((CONTEXT_LENGTH - RESPONSE_LENGTH))
+fi
+OPSD_ARGS=(
+    algorithm.adv_estimator=grpo
+    tapo.enable=false
+    opsd.enable=true
+    opsd.coef=1.0
+    opsd.outcome_advantage=false
+    opsd.teacher=current
+    opsd.context=reference_then_sibling
+    opsd.max_prompt_tokens="$OPSD_PROMPT_TOKENS"
+    opsd.dump_every=10
 )

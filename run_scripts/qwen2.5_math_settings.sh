@@ -1,6 +1,7 @@
-# The settings GRPO and TAPO share on Qwen2.5-Math-7B (sourced by run_grpo_qwen2.5_math.sh and
-# run_tapo_qwen2.5_math.sh), so the two runs are a fair pair: same data, lengths, batch, optimiser,
-# rollout and validation. Qwen2.5-Math-7B has a 4096-token context: prompts 1024 + responses 3072.
+# The settings GRPO, TAPO and OPSD share on Qwen2.5-Math-7B (sourced by run_grpo_qwen2.5_math.sh,
+# run_tapo_qwen2.5_math.sh and run_opsd_qwen2.5_math.sh), so the runs are fair to compare: same
+# data, lengths, batch, optimiser, rollout and validation. Qwen2.5-Math-7B has a 4096-token context:
+# prompts 1024 + responses 3072.
 # Environment (besides common.sh's WORK_DIR, DATA_DIR, NNODES, GPUS_PER_NODE):
 #   MODEL       HF id or local folder (default Qwen/Qwen2.5-Math-7B)
 #   TRAIN_FILE  default $DATA_DIR/deepscaler_train.parquet (prepare_data.sh's output)
@@ -10,6 +11,7 @@ MODEL=$(model_path "${MODEL:-Qwen/Qwen2.5-Math-7B}")
 TRAIN_FILE=$(absolute_path "${TRAIN_FILE:-$DATA_DIR/deepscaler_train.parquet}")
 LOGGER=${LOGGER:-$(default_logger)}
 RESPONSE_LENGTH=3072
+CONTEXT_LENGTH=4096
 CHAT_TEMPLATE_KWARGS="{}"   # its chat template has no switch; verl renders it with none
 
 source run_scripts/gpu_settings.sh

@@ -1,9 +1,9 @@
-# The settings GRPO and TAPO share on Qwen3-8B in non-thinking mode, the paper's setting (sourced by
-# run_grpo_qwen3_8b.sh and run_tapo_qwen3_8b.sh, and by the steps around them so they sample as the
-# runs do: filter_qwen3_8b.sh, run_cold_start_sft.sh, eval_qwen3_8b.sh; reproduce.sh also hands
-# QWEN3_8B_TAPO_ARGS to the cold-start data builder, so its synthesis prompts are the RL run's). Both
-# runs start from the cold-start SFT checkpoint, with the same data, lengths, batch, optimiser,
-# rollout and validation.
+# The settings GRPO, TAPO and OPSD share on Qwen3-8B in non-thinking mode, the paper's setting
+# (sourced by run_grpo_qwen3_8b.sh, run_tapo_qwen3_8b.sh and run_opsd_qwen3_8b.sh, and by the steps
+# around them so they sample as the runs do: filter_qwen3_8b.sh, run_cold_start_sft.sh,
+# eval_qwen3_8b.sh; reproduce.sh also hands QWEN3_8B_TAPO_ARGS to the cold-start data builder, so its
+# synthesis prompts are the RL run's). All runs start from the cold-start SFT checkpoint, with the
+# same data, lengths, batch, optimiser, rollout and validation.
 #
 # Lengths (Qwen3-8B: 40960 positions). Prompts 1024; responses 8192, which holds nearly all
 # non-thinking answers to competition problems (the paper states none). TAPO runs in the paper's
@@ -29,6 +29,7 @@ BASE_MODEL=$(model_path "${BASE_MODEL:-Qwen/Qwen3-8B}")
 TRAIN_FILE=$(absolute_path "${TRAIN_FILE:-$DATA_DIR/deepscaler_zpd_qwen3_8b.parquet}")
 LOGGER=${LOGGER:-$(default_logger)}
 RESPONSE_LENGTH=8192
+CONTEXT_LENGTH=32768   # the rollout's max_model_len (Qwen3-8B has 40960 positions)
 # Non-thinking mode: the chat template's switch, for verl's data config and (as JSON) for the
 # commands that render prompts themselves (filter, cold start, evaluation).
 ENABLE_THINKING=false
@@ -40,7 +41,7 @@ QWEN3_8B_ARGS=(
     "${SHARED_GPU_ARGS[@]}"
     +data.apply_chat_template_kwargs.enable_thinking="$ENABLE_THINKING"
     actor_rollout_ref.actor.ppo_max_token_len_per_gpu=20480
-    actor_rollout_ref.rollout.max_model_len=32768
+    actor_rollout_ref.rollout.max_model_len="$CONTEXT_LENGTH"
     actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu=40960
     actor_rollout_ref.ref.log_prob_max_token_len_per_gpu=40960
     trainer.max_actor_ckpt_to_keep=2

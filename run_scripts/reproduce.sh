@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The whole reproduction on GPUs (Qwen3-8B non-thinking, the paper's setting), stage by stage:
-#   data -> difficulty filter -> cold-start data -> cold-start SFT -> GRPO -> TAPO (both from the SFT
-#   checkpoint) -> merge each to HF -> evaluate each -> one markdown table beside the paper's numbers.
+#   data -> difficulty filter -> cold-start data -> cold-start SFT -> GRPO -> TAPO -> OPSD (all three
+#   from the SFT checkpoint) -> merge each to HF -> evaluate each -> one markdown table beside the
+#   paper's numbers.
 #   [DRY_RUN=1] bash run_scripts/reproduce.sh
 # It takes no arguments: every stage reads run_scripts/qwen3_8b_settings.sh, so a setting changed
-# there reaches the filter, the cold start, both runs and the evaluation alike (an override given to
+# there reaches the filter, the cold start, the runs and the evaluation alike (an override given to
 # one stage only would make them disagree). To try a hydra override, run that stage's script.
 # Each finished stage leaves a marker $WORK_DIR/.stages/<stage>.done; a rerun skips those and resumes
 # at the first unfinished one (delete a marker to redo its stage; verl's trainers also resume their
@@ -107,14 +108,20 @@ stage grpo "$SFT_HF $ZPD_FILE" env MODEL="$SFT_HF" TRAIN_FILE="$ZPD_FILE" \
     bash run_scripts/run_grpo_qwen3_8b.sh trainer.default_local_dir="$RL_DIR/grpo_qwen3_8b"
 stage tapo "$SFT_HF $ZPD_FILE" env MODEL="$SFT_HF" TRAIN_FILE="$ZPD_FILE" \
     bash run_scripts/run_tapo_qwen3_8b.sh trainer.default_local_dir="$RL_DIR/tapo_qwen3_8b"
+stage opsd "$SFT_HF $ZPD_FILE" env MODEL="$SFT_HF" TRAIN_FILE="$ZPD_FILE" \
+    bash run_scripts/run_opsd_qwen3_8b.sh trainer.default_local_dir="$RL_DIR/opsd_qwen3_8b"
 stage merge_grpo "$RL_DIR/grpo_qwen3_8b" merge_actor "$RL_DIR/grpo_qwen3_8b" "$HF_DIR/grpo_qwen3_8b"
 stage merge_tapo "$RL_DIR/tapo_qwen3_8b" merge_actor "$RL_DIR/tapo_qwen3_8b" "$HF_DIR/tapo_qwen3_8b"
+stage merge_opsd "$RL_DIR/opsd_qwen3_8b" merge_actor "$RL_DIR/opsd_qwen3_8b" "$HF_DIR/opsd_qwen3_8b"
 stage eval_grpo "$HF_DIR/grpo_qwen3_8b ${BENCHMARK_FILES[*]}" env MODEL="$HF_DIR/grpo_qwen3_8b" OUT_DIR="$EVAL_DIR/grpo" \
     bash run_scripts/eval_qwen3_8b.sh
 stage eval_tapo "$HF_DIR/tapo_qwen3_8b ${BENCHMARK_FILES[*]}" env MODEL="$HF_DIR/tapo_qwen3_8b" OUT_DIR="$EVAL_DIR/tapo" \
     bash run_scripts/eval_qwen3_8b.sh
-stage table "$EVAL_DIR/grpo/eval_results.json $EVAL_DIR/tapo/eval_results.json" python -m recipe_tapo.reproduction_table \
-    --run GRPO="$EVAL_DIR/grpo/eval_results.json" --run TAPO="$EVAL_DIR/tapo/eval_results.json" \
+stage eval_opsd "$HF_DIR/opsd_qwen3_8b ${BENCHMARK_FILES[*]}" env MODEL="$HF_DIR/opsd_qwen3_8b" OUT_DIR="$EVAL_DIR/opsd" \
+    bash run_scripts/eval_qwen3_8b.sh
+stage table "$EVAL_DIR/grpo/eval_results.json $EVAL_DIR/tapo/eval_results.json $EVAL_DIR/opsd/eval_results.json" \
+    python -m recipe_tapo.reproduction_table --run GRPO="$EVAL_DIR/grpo/eval_results.json" \
+    --run TAPO="$EVAL_DIR/tapo/eval_results.json" --run OPSD="$EVAL_DIR/opsd/eval_results.json" \
     --out "$WORK_DIR/results.md"
 
 if [[ "$DRY" != 1 ]]; then

@@ -11,9 +11,12 @@
 #   ABLATIONS=1 bash run_scripts/run_toy_reproduction.sh     # adds the ablation arms
 #   COLD_START=build bash run_scripts/run_toy_reproduction.sh  # rebuild the cold start first (about an hour)
 #   QUICK=1 bash run_scripts/run_toy_reproduction.sh         # every stage in minutes (CI)
+#   ARMS=opsd COLD_START=shipped PRE_RL=0 QUICK=1 bash run_scripts/run_toy_reproduction.sh  # one arm, no cold-start stages
 #
 # Arms: grpo (verl's own loop); tapo (the policy writes its own synthesis); tapo_teacher (the toy's
-# programmatic teacher writes every synthesis during RL: an oracle / upper bound, not TAPO).
+# programmatic teacher writes every synthesis during RL: an oracle / upper bound, not TAPO); opsd
+# (the paper's third column: the same policy, scored under a prompt holding the problem's right
+# solution, is the teacher; selected with ARMS, not in the default list).
 # ABLATIONS=1 adds tapo_degenerate_zero, tapo_batch_ref, tapo_before_error, tapo_joint_loss, tapo_no_dae,
 # tapo_no_ots, tapo_full_reconstruction.
 #
@@ -24,7 +27,8 @@
 #   WORK_DIR     default outputs/toy_reproduction (QUICK: outputs/toy_reproduction_quick)
 #   COLD_START   shipped (default: recipe_tapo/toy/cold_start_model), build (the rebuild stages, in
 #                $WORK_DIR; the QUICK default), or the path of an HF folder
-#   SEEDS        default "0 1 2" (QUICK: "0");  ARMS: default "grpo tapo tapo_teacher";  ABLATIONS=1
+#   SEEDS        default "0 1 2" (QUICK: "0");  ARMS: default "grpo tapo tapo_teacher" (or any of
+#                the arms above, e.g. "grpo opsd");  ABLATIONS=1
 #   RL_STEPS     default 40 (QUICK: 2)
 #   EVAL_SPLIT   test (default) or val: where the arms are scored (val for choosing settings: sweeps)
 #   RL_EXTRA     extra hydra overrides for every arm (sweeps), e.g. "actor_rollout_ref.actor.optim.lr=1e-4"
@@ -144,6 +148,12 @@ COLD_MAX_LENGTH=512
 # start's synthesis prompts are exactly theirs.
 PROFILE="profile=[tiny_cpu,toy_run]"
 TAPO_SETTINGS=("$PROFILE" "tapo.synthesis.template_path=$TEMPLATE")
+# OPSD on the toy: the privileged prompt is the toy's bare problem after its right solution (77-113
+# tokens with the chat template); 256 leaves room and fits the start-up check (256 + the 128-token
+# responses within the profile's rollout.max_model_len of 1088). The teacher rows of every tenth step
+# are dumped to runs/<arm>_s<seed>/opsd_dump/.
+OPSD_SETTINGS="algorithm.adv_estimator=grpo tapo.enable=false opsd.enable=true opsd.max_prompt_tokens=256"
+OPSD_SETTINGS="$OPSD_SETTINGS opsd.template_path=pkg://recipe_tapo.conf/prompts/toy_opsd_privileged.txt opsd.dump_every=10"
 
 log() { echo "[toy $(date -u +%H:%M:%S)] $*"; }
 
@@ -273,6 +283,7 @@ arm_overrides() {
         tapo_no_dae) echo "tapo.advantage.decoupled=false" ;;
         tapo_no_ots) echo "tapo.ots.enable=false" ;;
         tapo_full_reconstruction) echo "tapo.splicing.full_reconstruction=true" ;;
+        opsd) echo "$OPSD_SETTINGS" ;;
         *) echo "unknown arm $1" >&2; return 1 ;;
     esac
 }

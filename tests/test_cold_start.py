@@ -241,14 +241,18 @@ def test_reproduction_table_beside_the_papers_numbers(tmp_path):
             for name in ("aime2024", "aime2025", "hmmt2025")}}
 
     paths = {}
-    for name, value in (("GRPO", 40.0), ("TAPO", 45.0)):
+    for name, value in (("GRPO", 40.0), ("TAPO", 45.0), ("OPSD", 42.0)):
         paths[name] = tmp_path / f"{name}.json"
         paths[name].write_text(json.dumps(report(value)))
-    document = main(["--run", f"GRPO={paths['GRPO']}", "--run", f"TAPO={paths['TAPO']}", "--out",
-                     str(tmp_path / "results.md")])
+    document = main(["--run", f"GRPO={paths['GRPO']}", "--run", f"TAPO={paths['TAPO']}", "--run", f"OPSD={paths['OPSD']}",
+                     "--out", str(tmp_path / "results.md")])
     lines = [line for line in document.splitlines() if line.startswith("| ")]
     assert [line.split(" | ")[0] for line in lines[1:]] == ["| GRPO (ours)", "| GRPO (paper)", "| TAPO (ours)",
-                                                              "| TAPO (paper)"]
+                                                              "| TAPO (paper)", "| OPSD (ours)", "| OPSD (paper)"]
+    # The paper gives OPSD's Pass@1 on AIME24 and (approximately) HMMT25 only.
+    opsd_paper = lines[6].split(" | ")
+    assert opsd_paper[1] == "57.71" and opsd_paper[9] == "~24.17"
+    assert opsd_paper[2:9] == ["-"] * 7 and opsd_paper[10:12] == ["-", "-"]
     assert "AIME24 Pass@1" in lines[0] and "HMMT25 ERR" in lines[0]
     assert lines[1].split(" | ")[1] == "40.00" and lines[3].split(" | ")[1] == "45.00"
     assert lines[2].split(" | ")[1] == "52.92" and lines[4].split(" | ")[1] == "62.50"  # paper AIME24 Pass@1

@@ -1,5 +1,5 @@
 """README and docs/ against the code: the files, commands, modules and config keys they name exist,
-every `tapo:` key is documented, the quick start is what CI runs, and corrected claims stay corrected."""
+every `tapo:` and `opsd:` key is documented, the quick start is what CI runs, and corrected claims stay corrected."""
 
 import importlib.util
 import os
@@ -74,19 +74,21 @@ def _keys(section, prefix="tapo"):
             yield f"{prefix}.{name}", value
 
 
-def test_every_tapo_key_is_documented_with_its_default_and_no_other_key_is_named():
-    defaults = dict(_keys(yaml.safe_load((ROOT / "config" / "tapo_defaults.yaml").read_text())["tapo"]))
+@pytest.mark.parametrize("section", ["tapo", "opsd"])
+def test_every_key_is_documented_with_its_default_and_no_other_key_is_named(section):
+    defaults_file = ROOT / "config" / f"{section}_defaults.yaml"
+    defaults = dict(_keys(yaml.safe_load(defaults_file.read_text())[section], section))
     page = DOCS["docs/configuration.md"]
-    rows = dict(re.findall(r"^\| `(tapo\.[\w.]+)` \| `([^`]*)` \|", page, flags=re.M))
+    rows = dict(re.findall(rf"^\| `({section}\.[\w.]+)` \| `([^`]*)` \|", page, flags=re.M))
     assert set(rows) == set(defaults)
     for key, shown in rows.items():
         value = defaults[key]
         assert shown == ("null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)), key
     for name, text in PAGES.items():
-        named = {key.rstrip(".") for key in re.findall(r"(?<![\w.])tapo\.(?:[a-z_]+\.)*[a-z_]+", text)}
-        sections = {key.rsplit(".", 1)[0] for key in defaults} | {"tapo"}
+        named = {key.rstrip(".") for key in re.findall(rf"(?<![\w./]){section}\.(?:[a-z_]+\.)*[a-z_]+", text)}
+        sections = {key.rsplit(".", 1)[0] for key in defaults} | {section}
         unknown = sorted(key for key in named if key not in defaults and key not in sections)
-        assert not unknown, f"{name} names tapo keys that do not exist: {unknown}"
+        assert not unknown, f"{name} names {section} keys that do not exist: {unknown}"
 
 
 def test_every_start_up_refusal_setting_is_in_the_refusal_list():
@@ -96,6 +98,11 @@ def test_every_start_up_refusal_setting_is_in_the_refusal_list():
                     "use_prefix_grouper", "distillation.enabled", "skip.rollout.enable", "bypass_mode",
                     "max_pairs_per_step", "multi-turn", "max_model_len", "use_v1"):
         assert setting in refusals, setting
+    opsd = refusals[refusals.index("With `opsd.enable=true`"):]
+    for setting in ("tapo.enable=false", "adv_estimator", "critic", "multi-turn", "distillation.enabled", "bypass_mode",
+                    "loss_mode", "opsd.teacher=initial", "use_kl_loss", "opsd.max_prompt_tokens", "max_model_len",
+                    "opsd.coef=0"):
+        assert setting in opsd, setting
 
 
 def test_corrected_claims_stay_corrected():

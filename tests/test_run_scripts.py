@@ -17,9 +17,11 @@ RL_SCRIPTS = {
     "run_tapo_qwen2.5_math.sh": ("tapo", "True", "anchor"),
     "run_grpo_qwen3_8b.sh": ("grpo", "False", None),
     "run_tapo_qwen3_8b.sh": ("tapo", "True", "verbatim"),
+    "run_opsd_qwen2.5_math.sh": ("grpo", "False", None),
+    "run_opsd_qwen3_8b.sh": ("grpo", "False", None),
 }
-STAGES = ["data", "filter", "cold_start_data", "sft", "grpo", "tapo", "merge_grpo", "merge_tapo", "eval_grpo",
-          "eval_tapo", "table"]
+STAGES = ["data", "filter", "cold_start_data", "sft", "grpo", "tapo", "opsd", "merge_grpo", "merge_tapo", "merge_opsd",
+          "eval_grpo", "eval_tapo", "eval_opsd", "table"]
 
 
 def run_script(name: str, *args: str, env: dict | None = None, dry_run: bool = True, timeout: int = 120):
@@ -84,6 +86,31 @@ def test_qwen3_pair_shares_settings_and_runs_non_thinking(tmp_path):
     for item in ("tapo.selection.n_pos=2", "tapo.selection.n_neg=4", "tapo.selection.m_max=4",
                  "tapo.advantage.ref_loss_weight=1.0", "tapo.ots.w_min=0.01", "tapo.ots.w_max=10.0"):
         assert item in tapo
+
+
+def test_opsd_runs_share_grpos_settings_and_fit_the_privileged_prompt_in_the_context(tmp_path):
+    for grpo_script, opsd_script, budget, context in (("run_grpo_qwen3_8b.sh", "run_opsd_qwen3_8b.sh", 9472, 32768),
+                                                       ("run_grpo_qwen2.5_math.sh", "run_opsd_qwen2.5_math.sh", 1024, 4096)):
+        commands = {}
+        for script in (grpo_script, opsd_script):
+            result = run_script(script, env={"DATA_DIR": str(tmp_path), "MODEL": "/ckpt/sft/huggingface"})
+            assert result.returncode == 0, result.stderr[-3000:]
+            commands[script] = printed_command(result.stdout, "recipe_tapo.main")
+        grpo, opsd = commands[grpo_script], commands[opsd_script]
+        shared = [item for item in grpo if not item.startswith(("trainer.experiment_name", "trainer.default_local_dir"))]
+        assert all(item in opsd for item in shared), set(shared) - set(opsd)  # GRPO's settings, estimator included
+        # prompt 1024 + template 256 + a reference or sibling answer of up to a response, within the context
+        assert f"opsd.max_prompt_tokens={budget}" in opsd and f"actor_rollout_ref.rollout.max_model_len={context}" in opsd
+        response = int(next(item for item in opsd if item.startswith("data.max_response_length=")).split("=")[1])
+        assert budget + response <= context
+        assert "opsd.enable=true" in opsd and "opsd.outcome_advantage=false" in opsd and "tapo.enable=false" in opsd
+        assert (f"opsd.enable=True opsd.coef=1.0 opsd.outcome_advantage=False opsd.teacher=current "
+                f"opsd.context=reference_then_sibling opsd.max_prompt_tokens={budget}") in result.stdout
+    # The start-up check runs under DRY_RUN: a privileged prompt that leaves no room for a response is refused.
+    result = run_script("run_opsd_qwen3_8b.sh", "opsd.max_prompt_tokens=30000", env={"DATA_DIR": str(tmp_path)})
+    assert result.returncode != 0
+    assert "opsd.max_prompt_tokens (30000) + data.max_response_length (8192) = 38192 exceeds" in result.stderr
+    _no_ray(result)
 
 
 def test_tapo_dry_run_refuses_inconsistent_lengths(tmp_path):
@@ -242,6 +269,8 @@ def test_reproduce_dry_run_names_every_stage_in_order_and_which_are_done(tmp_pat
     assert f"OUT_DIR={tmp_path}/eval/tapo bash run_scripts/eval_qwen3_8b.sh" in result.stdout
     assert option(printed_command(result.stdout.replace("   + ", "+ "), "recipe_tapo.cold_start"),
                   "--data-parallel-size") == "8"  # the cold-start rollouts on every GPU of the node
+    assert f"OUT_DIR={tmp_path}/eval/opsd bash run_scripts/eval_qwen3_8b.sh" in result.stdout
+    assert f"--run OPSD={tmp_path}/eval/opsd/eval_results.json" in result.stdout  # the table's OPSD row
 
     (tmp_path / ".stages").mkdir()
     for name in STAGES[:4]:

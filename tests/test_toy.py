@@ -1,5 +1,6 @@
 """The toy task: chains of 1-digit additions/subtractions from a 2-digit start, with natural, checkable mistakes."""
 
+import json
 import os
 import random
 from collections import Counter
@@ -233,3 +234,19 @@ def test_the_report_counts_inserted_right_and_reflecting_constructions():
                {"status": "prefix_too_short", "acc": None, "trajectory": "4"}]
     assert construction_counts(records) == {"inserted": 2, "right": 1, "reflecting": 1}
     assert arm_label("tapo_teacher") == "tapo_teacher (oracle/upper bound, not TAPO)" and arm_label("grpo") == "grpo"
+
+
+def test_the_report_shows_the_opsd_arms_logged_metrics_per_step(tmp_path):
+    from recipe_tapo.toy.report import collect, render
+
+    run = tmp_path / "runs" / "opsd_s0"
+    run.mkdir(parents=True)
+    lines = [{"step": 1, "data": {"opsd/kl_estimate": 1.1, "opsd/teacher_row_share": 1.0, "opsd/context/reference": 1.0}},
+             {"step": 2, "data": {"opsd/kl_estimate": 0.9, "opsd/teacher_row_share": 1.0, "opsd/context/reference": 1.0}}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    report = render(collect(str(tmp_path), ["opsd"], ["0"]), ["opsd"], ["0"], rl_steps=2, quick=True, command="x")
+    assert "| opsd (privileged-context self-distillation) | 0/1 |" in report  # a real arm, not evaluated here
+    assert "## OPSD: the teacher signal during RL" in report and "## TAPO" not in report
+    # only the keys the run logged, in the report's order
+    assert "| step | kl_estimate | teacher_row_share | context/reference |" in report
+    assert "| 1 | 1.100 | 1.000 | 1.000 |" in report and "| 2 | 0.900 | 1.000 | 1.000 |" in report

@@ -1,8 +1,8 @@
 """The toy experiment end to end under QUICK=1: every stage of run_scripts/run_toy_reproduction.sh
 (data, base SFT and cold-start SFT through verl's SFT trainer, the cold-start builder, the pre-RL
 measurements, GRPO, TAPO and the teacher-written TAPO arm through verl's PPO trainer with the hf
-rollout, evaluation sampled and greedy, the seed-0 checkpoints, report), shrunk to minutes. A smoke
-test: its 2 RL steps measure nothing."""
+rollout, evaluation sampled and greedy, the seed-0 checkpoints, report), shrunk to minutes; and the
+OPSD arm alone from the shipped cold start. Smoke tests: their 2 RL steps measure nothing."""
 
 import json
 import os
@@ -47,3 +47,27 @@ def test_quick_toy_reproduction_runs_every_stage(tmp_path):
     log = run_logged(["bash", "run_scripts/run_toy_reproduction.sh"], log_path=str(tmp_path / "toy2.log"),
                      timeout_s=300, env={"QUICK": "1", "WORK_DIR": str(work)})
     assert "stage rl_tapo_s0: done before" in log and ": running" not in log
+
+
+def test_quick_opsd_arm_runs_from_the_shipped_cold_start(tmp_path):
+    # The OPSD arm alone, from the shipped cold start and without the pre-RL measurements (TAPO's
+    # synthesis among them): the data, the arm's RL run, its evaluation, export and report.
+    work = tmp_path / "toy"
+    log = run_logged(["bash", "run_scripts/run_toy_reproduction.sh"], log_path=str(tmp_path / "opsd.log"),
+                     timeout_s=900, env={"QUICK": "1", "ARMS": "opsd", "COLD_START": "shipped", "PRE_RL": "0",
+                                         "WORK_DIR": str(work)})
+    for stage in ("data", "rl_opsd_s0", "eval_opsd_s0", "export_opsd"):
+        assert f"stage {stage}: done" in log, stage
+    assert "stage base_sft" not in log and "stage measure_cold_start" not in log
+    steps = [json.loads(line) for line in (work / "runs" / "opsd_s0" / "metrics.jsonl").open()]
+    trained = [line["data"] for line in steps if "actor/grad_norm" in line["data"]]
+    assert len(trained) == 2
+    for data in trained:
+        # every toy row carries its right solution: every row has a teacher, none over the budget
+        assert data["opsd/context/reference"] == 1.0 and data["opsd/context/prompt_too_long"] == 0.0
+        assert data["opsd/kl_estimate"] > 0.0
+    assert not any(key.startswith("tapo/") for data in trained for key in data)
+    report = (work / "report.md").read_text()
+    assert "| opsd (privileged-context self-distillation) | 1/1 |" in report
+    assert "| step | kl_estimate |" in report
+    assert (work / "eval" / "opsd_s0" / "eval_results.json").is_file()

@@ -160,3 +160,16 @@ def test_the_cli_names_the_problem(tmp_path, capsys, arguments, message):
     with pytest.raises(SystemExit):
         main([*arguments, "-o", str(tmp_path / "fig3.png")])
     assert message in capsys.readouterr().err
+
+
+def test_an_opsd_run_gets_a_tenth_panel_of_its_kl_estimate(tmp_path):
+    steps = read_run_metrics(FIXTURE_RUN).steps
+    opsd = {step: {**metrics, "opsd/kl_estimate": 1.0 / step} for step, metrics in without_tapo(steps).items() if step}
+    panels = training_panels({"grpo": without_tapo(steps), "opsd": opsd})
+    assert len(panels) == 10 and panels[9].title == "OPSD: KL to the privileged teacher (opsd/kl_estimate)"
+    assert [(curve.run, curve.points) for curve in panels[9].curves] == [("opsd", ((1, 1.0), (2, 0.5), (3, 1 / 3), (4, 0.25)))]
+    # The fourth row makes the figure a third taller; without an OPSD run it keeps its nine panels.
+    out = tmp_path / "fig3.png"
+    drawn = plot_training_panels({"opsd": opsd}, str(out))
+    assert len(drawn) == 10 and png_size(out) == (1500, 1466)
+    assert len(training_panels({"grpo": without_tapo(steps)})) == 9

@@ -12,16 +12,16 @@ Reads what `run_scripts/run_toy_reproduction.sh` leaves in DIR:
 - `cold_start/` and `eval/pre_rl_synthesis/`: `stats.json` and `synthesis_records.jsonl` of
   `python -m recipe_tapo.cold_start` (the teacher's synthesis for the cold-start data; the cold-started
   policy's own synthesis on the RL prompts, before RL);
-- `runs/<arm>_s<seed>/metrics.jsonl`: verl's file logger (one line per step: validation and `tapo/`
-  metrics); `runs/<arm>_s<seed>/tapo_dump/step_*.jsonl`: the TAPO trainer's synthesis attempts.
+- `runs/<arm>_s<seed>/metrics.jsonl`: verl's file logger (one line per step: validation, `tapo/`
+  and `opsd/` metrics); `runs/<arm>_s<seed>/tapo_dump/step_*.jsonl`: the TAPO trainer's synthesis attempts.
 
 Writes DIR/report.md and DIR/plot.png (validation accuracy per step per arm, mean and spread over
 seeds; for the TAPO arms the synthesis parse rate and the constructed/inserted rows per step).
 Per arm: the mean and sample standard deviation over seeds, a 95% t-interval over seeds, and the
 paired per-seed difference to GRPO (a seed gives both arms the same data order and rollout seed)
 with its 95% t-interval. `tapo_teacher` (the programmatic teacher writes every synthesis) is an
-oracle / upper bound and is labelled so wherever it appears. Missing pieces are reported as
-missing, never invented.
+oracle / upper bound and is labelled so wherever it appears; `opsd` is a real arm (the paper's
+third column), with its `opsd/` metrics per step. Missing pieces are reported as missing, never invented.
 """
 
 from __future__ import annotations
@@ -41,7 +41,9 @@ from recipe_tapo.textio import iter_json_lines
 BENCHMARK = "toy_chain"
 VAL_KEY = re.compile(r"^val-core/[^/]+/(acc|score|reward)/mean@(\d+)$")
 BASELINE_ARM = "grpo"
-ARM_LABELS = {"tapo_teacher": "tapo_teacher (oracle/upper bound, not TAPO)"}
+ARM_LABELS = {"tapo_teacher": "tapo_teacher (oracle/upper bound, not TAPO)",
+              "opsd": "opsd (privileged-context self-distillation)"}
+OPSD_ARM_PREFIX = "opsd"
 SPLIT_NAMES = {"test": "Test set (held out)", "val": "Validation set (the split settings are chosen on)"}
 # The per-step TAPO metrics of the report's table; the last two come from the reworked trainer and
 # are shown when a run logged them.
@@ -49,6 +51,10 @@ TAPO_STEP_KEYS = ("tapo/eligible_groups", "tapo/pairs", "tapo/parse_rate", "tapo
                   "tapo/constructed_acc", "tapo/constructed_token_share", "tapo/prefix_net_advantage",
                   "tapo/ots_weight_max/inserted")
 OPTIONAL_STEP_KEYS = ("tapo/prefix_net_advantage", "tapo/ots_weight_max/inserted")
+# The per-step OPSD metrics of the report's table, each shown when a run logged it (the KL estimate
+# and the advantage statistics only exist at steps with a teacher signal).
+OPSD_STEP_KEYS = ("opsd/kl_estimate", "opsd/teacher_row_share", "opsd/context/reference", "opsd/context/sibling",
+                  "opsd/context/prompt_too_long", "opsd/advantage_mean", "opsd/advantage_std", "opsd/teacher_seconds")
 # Two-sided 95% quantiles of Student's t by degrees of freedom (1-30); the normal's 1.96 beyond.
 _T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
           2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
@@ -399,17 +405,23 @@ def _paired_table(data: dict, arms: list[str], seeds: list[str]) -> list[str]:
     return lines
 
 
-def _tapo_section(data: dict, arm: str, seeds: list[str]) -> list[str]:
-    runs = [data["runs"][(arm, seed)] for seed in seeds]
-    keys = [key for key in TAPO_STEP_KEYS
-            if key not in OPTIONAL_STEP_KEYS or any(key in metrics for run in runs for metrics in run["steps"].values())]
+def _step_table(arm: str, runs: list[dict], keys: list[str], digits: int) -> list[str]:
+    """The arm's name, then a table of `keys` per step (mean over `runs`), named without their prefix."""
     series = {key: _series(runs, key) for key in keys}
     steps = sorted({step for values in series.values() for step in values})
     lines = [f"**{arm_label(arm)}**", "", "| step | " + " | ".join(key.split("/", 1)[1] for key in keys) + " |",
              "|---|" + "---|" * len(keys)]
     for step in steps:
-        lines.append(f"| {step} | " + " | ".join(fmt(series[key].get(step, (None, None))[0], digits=2)
+        lines.append(f"| {step} | " + " | ".join(fmt(series[key].get(step, (None, None))[0], digits=digits)
                                                for key in keys) + " |")
+    return lines
+
+
+def _tapo_section(data: dict, arm: str, seeds: list[str]) -> list[str]:
+    runs = [data["runs"][(arm, seed)] for seed in seeds]
+    keys = [key for key in TAPO_STEP_KEYS
+            if key not in OPTIONAL_STEP_KEYS or any(key in metrics for run in runs for metrics in run["steps"].values())]
+    lines = _step_table(arm, runs, keys, digits=2)
     parsed = [run["steps"][step].get("tapo/parse_rate") for run in runs for step in run["steps"]
               if "tapo/parse_rate" in run["steps"][step] and run["steps"][step].get("tapo/pairs", 0) > 0]
     with_rows = [run["steps"][step].get("tapo/constructed_rows", 0) > 0 for run in runs for step in run["steps"]
@@ -429,8 +441,17 @@ def _tapo_section(data: dict, arm: str, seeds: list[str]) -> list[str]:
     return lines
 
 
+def _opsd_section(data: dict, arm: str, seeds: list[str]) -> list[str]:
+    """The arm's `opsd/` metrics per step (mean over seeds), the keys some run logged."""
+    runs = [data["runs"][(arm, seed)] for seed in seeds]
+    keys = [key for key in OPSD_STEP_KEYS if any(key in metrics for run in runs for metrics in run["steps"].values())]
+    if not keys:
+        return [f"**{arm_label(arm)}**: no `opsd/` metrics logged.", ""]
+    return _step_table(arm, runs, keys, digits=3) + [""]
+
+
 def _pre_rl_section(data: dict) -> list[str]:
-    lines = ["## Before RL (validation set, sampled at temperature 1)", ""]
+    lines = ["", "## Before RL (validation set, sampled at temperature 1)", ""]
     lines += ["| model | accuracy | groups | mixed | in the DCS band (>=2 right, >=4 wrong) | all right | all wrong |",
               "|---|---|---|---|---|---|---|"]
     for name, label in (("base", "base SFT"), ("cold_start", "cold start")):
@@ -480,9 +501,19 @@ def render(data: dict, arms: list[str], seeds: list[str], rl_steps: int, quick: 
                          + f"; {fmt(_final_val(run))}")
         lines.append("| " + " | ".join(cells) + " |")
 
-    lines += ["", "## TAPO: the synthesis during RL, per step (mean over seeds)", ""]
-    for arm in [arm for arm in arms if arm.startswith("tapo")]:
+    tapo_arms = [arm for arm in arms if arm.startswith("tapo")]
+    if tapo_arms:
+        lines += ["", "## TAPO: the synthesis during RL, per step (mean over seeds)", ""]
+    for arm in tapo_arms:
         lines += _tapo_section(data, arm, seeds)
+    opsd_arms = [arm for arm in arms if arm.startswith(OPSD_ARM_PREFIX)]
+    if opsd_arms:
+        lines += ["", "## OPSD: the teacher signal during RL, per step (mean over seeds)", "",
+                  "kl_estimate: mean over the sampled response tokens of log p_student - log p_teacher (nats per "
+                  "token, rows with a teacher); context/*: share of rows by where their privileged context came "
+                  "from; advantage_*: the trained per-token advantage (docs/metrics.md).", ""]
+        for arm in opsd_arms:
+            lines += _opsd_section(data, arm, seeds)
 
     lines += _pre_rl_section(data)
     lines += ["", "## Wall time per stage (seconds)", "", "| stage | seconds |", "|---|---|"]

@@ -8,7 +8,9 @@ or the file's name). An argument that is an existing path is a path even if it h
 Example: `python -m recipe_tapo.view.panels grpo=runs/grpo_s0 tapo=runs/tapo_s0 -o fig3.png`.
 
 Nine panels (a 3 x 3 grid, `FIGURE_SIZE` inches at `DPI`): figure 3's six, then three of the
-synthesis; a run without a panel's metrics (a GRPO run has no `tapo/` ones) has no curve there.
+synthesis; a run without a panel's metrics (a GRPO run has no `tapo/` ones) has no curve there. When a
+run logs OPSD's `opsd/kl_estimate`, a tenth panel shows it, on a fourth row (the figure grows by a
+third of its height).
 1. OTS weight mean, `tapo/ots_weight_mean/inserted` (solid) and `/prefix` (dashed);
 2. policy-gradient loss, `actor/pg_loss`;
 3. training accuracy: a training metric named `.../acc/mean` when the run logs one, else
@@ -22,7 +24,9 @@ synthesis; a run without a panel's metrics (a GRPO run has no `tapo/` ones) has 
    `rollout_corr/kl` (rollout engine vs. trainer);
 7. constructed rows inserted, `tapo/constructed_rows`;
 8. synthesis parse rate, `tapo/parse_rate`;
-9. constructed-row accuracy, `tapo/constructed_acc`.
+9. constructed-row accuracy, `tapo/constructed_acc`;
+10. (OPSD runs) the estimated KL from the student to its privileged-context teacher, `opsd/kl_estimate`
+    (nats per sampled response token).
 The trainer logs 0 for a rate or mean over nothing (no synthesis answered, no construction); such
 steps are left out of those panels (`_MEASURED_AT`) rather than drawn as zeros. A run with
 `full_reconstruction` keeps no prefix, so its prefix OTS curve sits at 0.
@@ -52,6 +56,8 @@ OTS_INSERTED = "tapo/ots_weight_mean/inserted"
 OTS_PREFIX = "tapo/ots_weight_mean/prefix"
 SCORE_KEY = "critic/score/mean"
 KL_KEYS = ("actor/kl_loss", "actor/ppo_kl", "rollout_corr/kl")
+OPSD_KL = "opsd/kl_estimate"
+PANELS_PER_ROW = 3
 
 Metrics = Mapping[str, float]
 Runs = Mapping[str, Mapping[int, Metrics]]
@@ -105,8 +111,9 @@ def kl_key(runs: Runs) -> str:
     return next((key for key in KL_KEYS if key in names), KL_KEYS[0])
 
 
-def _layout(accuracy: str, kl: str) -> list[tuple[str, tuple[tuple[str, bool], ...]]]:
-    """(title, ((metric, dashed), ...)) of each panel, in order."""
+def _layout(accuracy: str, kl: str, opsd: bool) -> list[tuple[str, tuple[tuple[str, bool], ...]]]:
+    """(title, ((metric, dashed), ...)) of each panel, in order; `opsd`: with the OPSD panel."""
+    opsd_panels = [("OPSD: KL to the privileged teacher (opsd/kl_estimate)", ((OPSD_KL, False),))] if opsd else []
     return [
         ("OTS weight mean (solid: inserted, dashed: kept prefix)", ((OTS_INSERTED, False), (OTS_PREFIX, True))),
         ("policy-gradient loss (actor/pg_loss)", (("actor/pg_loss", False),)),
@@ -117,17 +124,20 @@ def _layout(accuracy: str, kl: str) -> list[tuple[str, tuple[tuple[str, bool], .
         ("constructed rows inserted (tapo/constructed_rows)", (("tapo/constructed_rows", False),)),
         ("synthesis parse rate (tapo/parse_rate)", (("tapo/parse_rate", False),)),
         ("constructed-row accuracy (tapo/constructed_acc)", (("tapo/constructed_acc", False),)),
+        *opsd_panels,
     ]
 
 
 def training_panels(runs: Runs) -> list[Panel]:
-    """The nine panels of the module docstring, with each run's curves (runs in order)."""
+    """The panels of the module docstring (the OPSD one when a run logs it), with each run's curves
+    (runs in order)."""
     kl = kl_key(runs)
+    opsd = any(OPSD_KL in metrics for steps in runs.values() for metrics in steps.values())
     accuracy = {run: training_accuracy_key(steps) for run, steps in runs.items()}
-    titles = [title for title, _ in _layout(" / ".join(sorted(set(accuracy.values()))) or SCORE_KEY, kl)]
+    titles = [title for title, _ in _layout(" / ".join(sorted(set(accuracy.values()))) or SCORE_KEY, kl, opsd)]
     curves: list[list[Curve]] = [[] for _ in titles]
     for run, steps in runs.items():
-        for position, (_, keys) in enumerate(_layout(accuracy[run], kl)):
+        for position, (_, keys) in enumerate(_layout(accuracy[run], kl, opsd)):
             for key, dashed in keys:
                 points = series(steps, key)
                 if points:
@@ -136,8 +146,8 @@ def training_panels(runs: Runs) -> list[Panel]:
 
 
 def plot_training_panels(runs: Runs, out: str | IO[bytes], title: str | None = None) -> list[Panel]:
-    """Draw `training_panels(runs)` as a PNG (`FIGURE_SIZE` x `DPI` pixels) to a path or binary file;
-    returns the panels drawn. `runs`: {label: {step: {metric: value}}}, e.g. `read_run_metrics(...).steps`.
+    """Draw `training_panels(runs)` as a PNG (`FIGURE_SIZE` x `DPI` pixels for three rows of panels, a
+    third taller per further row) to a path or binary file; returns the panels drawn. `runs`: {label: {step: {metric: value}}}, e.g. `read_run_metrics(...).steps`.
 
     Raises:
         ValueError: `runs` is empty.
@@ -147,8 +157,11 @@ def plot_training_panels(runs: Runs, out: str | IO[bytes], title: str | None = N
     panels = training_panels(runs)
     colours = {run: f"C{index % 10}" for index, run in enumerate(runs)}
     # A Figure without pyplot renders with Agg and leaves matplotlib's global state alone.
-    figure = Figure(figsize=FIGURE_SIZE, dpi=DPI, layout="constrained")
-    axes = figure.subplots(3, 3).flatten()
+    rows = -(-len(panels) // PANELS_PER_ROW)
+    figure = Figure(figsize=(FIGURE_SIZE[0], FIGURE_SIZE[1] * rows / 3), dpi=DPI, layout="constrained")
+    axes = figure.subplots(rows, PANELS_PER_ROW).flatten()
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
     for ax, panel in zip(axes, panels):
         ax.set_title(panel.title, fontsize=10)
         ax.set_xlabel("step")
