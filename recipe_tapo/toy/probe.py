@@ -142,7 +142,10 @@ def wilson_interval(count: int, total: int, z: float = Z_95) -> tuple[float, flo
     share = count / total
     centre = (share + z * z / (2 * total)) / (1 + z * z / total)
     half = z * math.sqrt(share * (1 - share) / total + z * z / (4 * total * total)) / (1 + z * z / total)
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # at 0 and at all, the bound on that side is exact (float rounding would leave 1e-16 off it)
+    low = 0.0 if count == 0 else max(0.0, centre - half)
+    high = 1.0 if count == total else min(1.0, centre + half)
+    return low, high
 
 
 def clustered_share(clusters: Sequence[tuple[int, int]], seed: int = 0,
