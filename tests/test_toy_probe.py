@@ -199,9 +199,18 @@ def test_a_bad_probe_set_is_named(tmp_path):
     path.write_text('{"kind": "wrong_line", "prompt": [], "prefix": "1\\n"}\n')
     with pytest.raises(SystemExit, match=r"line 1: missing \['ground_truth'\]"):
         load_probe_set(str(path))
-    path.write_text("")
-    with pytest.raises(SystemExit, match="the probe set is empty"):
+    path.write_text("[1, 2]\n")
+    with pytest.raises(SystemExit, match="line 1: not a probe record"):
         load_probe_set(str(path))
+
+
+def test_an_empty_probe_set_gives_missing_figures_not_a_failure(tmp_path):
+    probe_set = tmp_path / "empty.jsonl"
+    probe_set.write_text("")
+    main(["run", "--model", COLD_START, "--probe-set", str(probe_set), "--out-dir", str(tmp_path / "probe"), "--k", "2"])
+    metrics = json.loads((tmp_path / "probe" / "probe_results.json").read_text())["metrics"]
+    assert metrics["wrong_line_prefixes"] == 0 and metrics["reflect_after_wrong"] is None
+    assert metrics["reflection_token_probability_after_wrong"] is None
 
 
 def test_the_probe_builds_and_runs_on_the_shipped_cold_start(tmp_path):

@@ -12,6 +12,7 @@ problems of `--data` and writes the probe set, seeded, so every arm is probed on
 - `right_line` prefixes (false-alarm probes): a right answer with no wrong line cut after one of its
   step lines, drawn at random.
 At most one prefix of each kind per problem, then at most `--prefixes` of each kind, drawn by seed.
+A kind may have no prefix (a policy that writes no checkable step line); its figures are then n/a.
 
 `run` continues every prefix `--k` times with the checkpoint, sampled as the toy's evaluation
 samples (temperature 1, no nucleus cut), and classifies each continuation: it *reflects* when its
@@ -38,6 +39,7 @@ import json
 import math
 import os
 import random
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -105,14 +107,12 @@ def load_probe_set(path: str) -> list[dict]:
         raise SystemExit(f"error: {path}: no such probe set (python -m recipe_tapo.toy.probe build writes it)")
     records = []
     for line in iter_json_lines(path):
-        record = line.value if line.ok else None
-        missing = None if not isinstance(record, dict) else {"kind", "prompt", "prefix", "ground_truth"} - set(record)
+        record = line.value if line.ok and isinstance(line.value, dict) else None
+        missing = {"kind", "prompt", "prefix", "ground_truth"} - set(record or {})
         if record is None or missing or record["kind"] not in (WRONG_LINE, RIGHT_LINE):
-            why = line.error or (f"missing {sorted(missing)}" if missing else "not a probe record")
+            why = line.error or (f"missing {sorted(missing)}" if record is not None and missing else "not a probe record")
             raise SystemExit(f"error: {path}: line {line.line_number}: {why}")
         records.append(record)
-    if not records:
-        raise SystemExit(f"error: {path}: the probe set is empty")
     return records
 
 
@@ -239,7 +239,7 @@ def run_probe(model_path: str, records: list[dict], k: int, seed: int, temperatu
     generator = HFGenerator(model_path)
     prompts = [prefix_ids(tokenizer, record) for record in records]
     settings = SamplingSettings(n=k, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed)
-    samples = generator.generate(prompts, settings)
+    samples = generator.generate(prompts, settings) if prompts else []
     opener_id = tokenizer.encode(REFLECTION_OPENER, add_special_tokens=False)[0]
     token_probabilities: dict[str, list[float]] = {}
     continuations = []
@@ -268,6 +268,9 @@ def build_main(args) -> None:
         for record in records:
             write_json_line(sink, record)
     counts = {kind: sum(1 for record in records if record["kind"] == kind) for kind in (WRONG_LINE, RIGHT_LINE)}
+    for kind, count in counts.items():
+        if not count:  # e.g. a policy that never writes a checkable step line: the probe then reports n/a
+            print(f"[probe] warning: no {kind} prefix in {args.data}", file=sys.stderr)
     print(json.dumps({"problems": len(rows), "answers": sum(len(row.responses) for row in outcome.scored),
                       "wrong_answers": sum(row.correct.count(False) for row in outcome.scored), "prefixes": counts}))
 
