@@ -237,3 +237,48 @@ def test_the_probe_builds_and_runs_on_the_shipped_cold_start(tmp_path):
     main(["build", "--model", COLD_START, "--data", data["test"], "--out", str(tmp_path / "again.jsonl"),
           "--prefixes", "4", "--samples", "2"])
     assert (tmp_path / "again.jsonl").read_text() == open(probe_set).read()
+
+
+def _write_probe(folder, right_share, right_count):
+    share = {"share": right_share, "count": right_count, "total": 40, "low": 0.01, "high": 0.2, "interval": "x"}
+    none = {"share": 0.0, "count": 0, "total": 40, "low": 0.0, "high": 0.1, "interval": "x"}
+    metrics = {"wrong_line_prefixes": 10, "right_line_prefixes": 10, "reflect_after_wrong": none,
+               "right_after_wrong": share, "right_among_reflecting": None, "false_alarm": none,
+               "reflection_token_probability_after_wrong": 0.0002, "reflection_token_probability_after_right": 0.0001}
+    os.makedirs(folder)
+    with open(os.path.join(folder, "probe_results.json"), "w", encoding="utf-8") as handle:
+        json.dump({"k": 4, "temperature": 1.0, "metrics": metrics}, handle)
+
+
+def test_the_report_shows_each_arms_probe_over_seeds_and_each_seeds_own_interval(tmp_path):
+    from recipe_tapo.toy.report import collect, render
+
+    _write_probe(str(tmp_path / "eval" / "probe" / "grpo_s0"), 0.05, 2)
+    _write_probe(str(tmp_path / "eval" / "probe" / "grpo_s1"), 0.10, 4)
+    _write_probe(str(tmp_path / "eval" / "probe" / "cold_start"), 0.025, 1)
+    report = render(collect(str(tmp_path), ["grpo", "tapo"], ["0", "1"]), ["grpo", "tapo"], ["0", "1"], 40, False, "x")
+    section = report.split("## Forced-prefix recovery probe")[1].split("\n## ")[0]
+    assert "(10 prefixes)" in section and "continued 4 times" in section
+    # grpo: mean 7.5, std 3.5, t(1) interval 7.5 +- 12.706 * 2.5
+    assert "| grpo | 2/2 | 0.0 ± 0.0 [0.0, 0.0] | 7.5 ± 3.5 [-24.3, 39.3] | n/a |" in section
+    assert "| tapo | 0/2 | n/a | n/a | n/a | n/a |" in section
+    assert "| cold start (the probe set's own policy) | - | 0.0 [0.0, 10.0] (0/40) | 2.5 [1.0, 20.0] (1/40) | n/a |" in section
+    assert "| grpo | 1 | 0.0 [0.0, 10.0] (0/40) | 10.0 [1.0, 20.0] (4/40) | n/a |" in section
+    assert "| tapo | 0 | missing | missing | missing | missing |" in section
+    assert "0.000200 ± 0.000000" in section
+
+
+def test_the_report_states_the_zpd_pool_from_the_filters_counts(tmp_path):
+    from recipe_tapo.toy.report import collect, render, zpd_pool
+
+    (tmp_path / "zpd").mkdir()
+    counts = tmp_path / "zpd" / "train.parquet.counts.jsonl"
+    lines = [{"correct": c, "samples": 8} for c in (0, 8, 1, 2, 3, 7)] + [{"correct": None, "samples": 0}]
+    counts.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    pool = zpd_pool(str(counts))
+    assert (pool["scored"], pool["k"], pool["kept"], pool["dcs_band"]) == (6, 8, 4, 2)  # 2 and 3 right of 8
+    assert abs(pool["kept_accuracy"] - 100 * 13 / 32) < 1e-9
+    assert zpd_pool(str(tmp_path / "missing.jsonl")) is None
+    report = render(collect(str(tmp_path), ["grpo"], ["0"]), ["grpo"], ["0"], 40, False, "x")
+    assert ("trained on the 4 of 6 (66.7%) solved 1 to 7 times. Their mean accuracy: 40.6%; in the DCS band "
+            "(>= 2 right and >= 4 wrong): 2 of 4 (50.0%) of the kept problems.") in report
