@@ -204,6 +204,12 @@ def test_a_bad_probe_set_is_named(tmp_path):
         load_probe_set(str(path))
 
 
+def test_a_count_below_one_is_refused_by_name(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "--model", COLD_START, "--probe-set", "x.jsonl", "--out-dir", "out", "--k", "0"])
+    assert "--k must be at least 1, got 0" in capsys.readouterr().err
+
+
 def test_an_empty_probe_set_gives_missing_figures_not_a_failure(tmp_path):
     probe_set = tmp_path / "empty.jsonl"
     probe_set.write_text("")

@@ -20,8 +20,8 @@ def test_quick_toy_reproduction_runs_every_stage(tmp_path):
                      timeout_s=1500, env={"QUICK": "1", "WORK_DIR": str(work)})
     arms = ("grpo", "tapo", "tapo_teacher")
     for stage in ("data", "base_sft", "measure_base", "cold_start_data", "cold_start_sft", "measure_cold_start",
-                  "measure_cold_start_synthesis", "eval_cold_start",
-                  *(f"{kind}_{arm}_s0" for arm in arms for kind in ("rl", "eval")), *(f"export_{arm}" for arm in arms)):
+                  "measure_cold_start_synthesis", "eval_cold_start", "probe_set", "probe_cold_start",
+                  *(f"{kind}_{arm}_s0" for arm in arms for kind in ("rl", "eval", "probe")), *(f"export_{arm}" for arm in arms)):
         assert (work / ".stages" / f"{stage}.done").is_file(), stage
         assert f"stage {stage}: done" in log
     report = (work / "report.md").read_text()
@@ -29,6 +29,7 @@ def test_quick_toy_reproduction_runs_every_stage(tmp_path):
     assert "| tapo_teacher (oracle/upper bound, not TAPO) | 1/1 |" in report
     assert "| cold start (before RL) |" in report and "Paired difference to GRPO" in report
     assert "**tapo**" in report  # the TAPO arm's per-step synthesis table
+    assert "## Forced-prefix recovery probe" in report and "| grpo | 0 |" in report
     assert (work / "plot.png").stat().st_size > 1000
     # Every arm ran verl's trainer for the same number of steps and logged through the file logger.
     for arm in arms:
@@ -36,6 +37,7 @@ def test_quick_toy_reproduction_runs_every_stage(tmp_path):
         assert max(steps) == 2
         for evaluation in ("", "greedy"):
             assert (work / "eval" / f"{arm}_s0" / evaluation / "eval_results.json").is_file()
+        assert (work / "eval" / "probe" / f"{arm}_s0" / "probe_results.json").is_file()
         # seed 0's final HF folder, exported (under QUICK into the work folder, never into docs/)
         exported = sorted(os.listdir(work / "export" / arm))
         assert "config.json" in exported and "model.safetensors" in exported and "optim" not in " ".join(exported)

@@ -291,13 +291,6 @@ def run_main(args) -> None:
     print(json.dumps(metrics, indent=2))
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -305,21 +298,25 @@ def main(argv: list[str] | None = None) -> None:
     build.add_argument("--model", required=True, help="the reference policy (HF folder): the cold start")
     build.add_argument("--data", required=True, help="toy split parquet (python -m recipe_tapo.toy.build)")
     build.add_argument("--out", required=True, help="the probe set (JSONL)")
-    build.add_argument("--prefixes", type=_positive, default=200, help="at most this many prefixes of each kind")
-    build.add_argument("--samples", type=_positive, default=1, help="answers sampled per problem")
-    build.add_argument("--limit", type=_positive, default=None, help="first N problems")
+    build.add_argument("--prefixes", type=int, default=200, help="at most this many prefixes of each kind")
+    build.add_argument("--samples", type=int, default=1, help="answers sampled per problem")
+    build.add_argument("--limit", type=int, default=None, help="first N problems")
     run = commands.add_parser("run", help="probe a checkpoint on a probe set")
     run.add_argument("--model", required=True, help="the checkpoint under evaluation (HF folder)")
     run.add_argument("--probe-set", required=True)
     run.add_argument("--out-dir", required=True)
-    run.add_argument("--k", type=_positive, default=4, help="continuations per prefix")
+    run.add_argument("--k", type=int, default=4, help="continuations per prefix")
     for command in (build, run):
         # sampled as the toy's evaluation samples
         command.add_argument("--temperature", type=float, default=1.0)
         command.add_argument("--top-p", type=float, default=1.0)
-        command.add_argument("--max-new-tokens", type=_positive, default=128)
+        command.add_argument("--max-new-tokens", type=int, default=128)
         command.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    for name in ("prefixes", "samples", "limit", "k", "max_new_tokens"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     (build_main if args.command == "build" else run_main)(args)
 
 
