@@ -1,8 +1,9 @@
 """The toy experiment end to end under QUICK=1: every stage of run_scripts/run_toy_reproduction.sh
 (data, base SFT and cold-start SFT through verl's SFT trainer, the cold-start builder, the pre-RL
 measurements, GRPO, TAPO and the teacher-written TAPO arm through verl's PPO trainer with the hf
-rollout, evaluation sampled and greedy, the seed-0 checkpoints, report), shrunk to minutes. A smoke
-test: its 2 RL steps measure nothing."""
+rollout, evaluation sampled and greedy, the probe, the seed-0 checkpoints, report), shrunk to minutes. A
+smoke test: its 2 RL steps measure nothing. And ZPD=1 from the shipped cold start: the filter's pool
+is what the arm trains on."""
 
 import json
 import os
@@ -49,3 +50,19 @@ def test_quick_toy_reproduction_runs_every_stage(tmp_path):
     log = run_logged(["bash", "run_scripts/run_toy_reproduction.sh"], log_path=str(tmp_path / "toy2.log"),
                      timeout_s=300, env={"QUICK": "1", "WORK_DIR": str(work)})
     assert "stage rl_tapo_s0: done before" in log and ": running" not in log
+
+
+def test_zpd_trains_the_arms_on_the_problems_the_cold_start_solves_sometimes(tmp_path):
+    import pandas as pd
+
+    work = tmp_path / "toy"
+    run_logged(["bash", "run_scripts/run_toy_reproduction.sh"], log_path=str(tmp_path / "toy.log"), timeout_s=900,
+               env={"QUICK": "1", "ZPD": "1", "COLD_START": "shipped", "PRE_RL": "0", "ARMS": "grpo", "RL_STEPS": "1",
+                    "WORK_DIR": str(work)})
+    counts = [json.loads(line) for line in (work / "zpd" / "train.parquet.counts.jsonl").open()]
+    kept = pd.read_parquet(work / "zpd" / "train.parquet")
+    assert len(counts) == 200 and len(kept) == sum(1 for record in counts if 1 <= record["correct"] <= 3)
+    assert 0 < len(kept) < 200
+    assert f"dataset len: {len(kept)}" in (work / "logs" / "rl_grpo_s0.log").read_text()  # the arm's training pool
+    report = (work / "report.md").read_text()
+    assert f"the arms trained on the {len(kept)} of 200" in report
