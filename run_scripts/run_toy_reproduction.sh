@@ -4,8 +4,9 @@
 #   builder, programmatic teacher for the synthesis targets) -> cold-start SFT] -> pre-RL measurements
 #   of the cold start (solving; its own synthesis on the RL prompts) -> the arms (verl's PPO trainer
 #   with the hf rollout; same checkpoint, seeds, steps) -> evaluation on the held-out test set
-#   (recipe_tapo.evaluation: Pass@k, DSR, ERR, sampled and greedy) -> report.md + plot.png
-#   (recipe_tapo.toy.report).
+#   (recipe_tapo.evaluation: Pass@k, DSR, ERR, sampled and greedy) and the forced-prefix recovery
+#   probe (recipe_tapo.toy.probe: the cold start's wrong answers on that split, cut after their first
+#   wrong line, continued by each checkpoint) -> report.md + plot.png (recipe_tapo.toy.report).
 #
 #   bash run_scripts/run_toy_reproduction.sh                 # the main comparison, from the shipped cold start
 #   ABLATIONS=1 bash run_scripts/run_toy_reproduction.sh     # adds the ablation arms
@@ -20,6 +21,8 @@
 # ABLATIONS=1 adds tapo_degenerate_zero, tapo_batch_ref, tapo_before_error, tapo_joint_loss, tapo_no_dae,
 # tapo_no_ots, tapo_full_reconstruction.
 #
+# The probe set is built once from the cold start (stage probe_set); every probe stage reads it, so
+# rebuilding it means redoing them all (delete their markers too).
 # Each finished stage leaves $WORK_DIR/.stages/<stage>.done (holding its wall time in seconds); a
 # rerun skips those and resumes at the first unfinished one (delete a marker to redo its stage).
 # Each stage's output goes to $WORK_DIR/logs/<stage>.log; progress lines go to stdout.
@@ -33,6 +36,9 @@
 #   EVAL_SPLIT   test (default) or val: where the arms are scored (val for choosing settings: sweeps)
 #   RL_EXTRA     extra hydra overrides for every arm (sweeps), e.g. "actor_rollout_ref.actor.optim.lr=1e-4"
 #   PRE_RL=0     skip the pre-RL measurements of the cold start (a sweep's later points)
+#   ZPD=1        train the arms on the paper's ZPD pool: the training problems the cold start solves
+#                1-7 times of 8 (recipe_tapo.data.difficulty_filter, the GPU pipeline's code path);
+#                default 0, as today's results were measured. Use a fresh WORK_DIR when switching it.
 #   EXPORT_DIR   where seed 0's final HF checkpoint of each arm is copied (<arm>/); default
 #                docs/toy_experiment/checkpoints for a full test-split run with no RL_EXTRA, else
 #                $WORK_DIR/export
@@ -53,6 +59,7 @@ ABLATIONS=${ABLATIONS:-0}
 EVAL_SPLIT=${EVAL_SPLIT:-test}
 RL_EXTRA=${RL_EXTRA:-}
 PRE_RL=${PRE_RL:-1}
+ZPD=${ZPD:-0}
 if [[ "$QUICK" == 1 ]]; then
     WORK_DIR=${WORK_DIR:-$REPO/outputs/toy_reproduction_quick}
     SEEDS=${SEEDS:-0}
@@ -99,6 +106,9 @@ COLD_DATA="$WORK_DIR/cold_start"
 COLD_DIR="$WORK_DIR/checkpoints/cold_start_sft"
 RUNS="$WORK_DIR/runs"
 EVAL="$WORK_DIR/eval"
+PROBE="$EVAL/probe"
+ZPD_POOL="$WORK_DIR/zpd/train.parquet"
+if [[ "$ZPD" == 1 ]]; then TRAIN_FILE=$ZPD_POOL; else TRAIN_FILE="$DATA/train.parquet"; fi
 TEMPLATE="$REPO/config/prompts/toy_synthesis_verbatim.txt"
 BEFORE_ERROR_TEMPLATE="$REPO/config/prompts/toy_synthesis_verbatim_before_error.txt"
 case $COLD_START in
@@ -118,6 +128,8 @@ if [[ "$QUICK" == 1 ]]; then
     COLD_STEPS=3; COLD_BATCH=8; COLD_LR=1e-3
     SYNTHESIS_PROBLEMS=16
     EVAL_N=2; EVAL_K=(1 2)
+    PROBE_PREFIXES=4; PROBE_SAMPLES=2; PROBE_K=2
+    ZPD_K=4
     VAL_RL=8
     RL_SIZE=(data.train_batch_size=4 actor_rollout_ref.actor.ppo_mini_batch_size=4 trainer.test_freq=2)
 else
@@ -136,6 +148,10 @@ else
     COLD_STEPS=2400; COLD_BATCH=16; COLD_LR=3e-3
     SYNTHESIS_PROBLEMS=500
     EVAL_N=4; EVAL_K=(1 2 4)
+    # One answer of the cold start per problem: about 200 of 1000 test answers are wrong (77.5% sampled
+    # accuracy), so at most 200 prefixes of each kind, each continued 4 times (about 20 s per checkpoint).
+    PROBE_PREFIXES=200; PROBE_SAMPLES=1; PROBE_K=4
+    ZPD_K=8   # the paper's filter: solved 1-7 times of 8
     VAL_RL=32
     RL_SIZE=()
 fi
@@ -241,6 +257,32 @@ evaluate_policy() {
         --out-dir "$2/greedy" --n 1 --k 1 --temperature 0 --max-new-tokens 128 --seed 0
 }
 
+# The probe set: the cold start's answers on $EVAL_SPLIT cut after their first wrong line (and right
+# answers cut after a right line, for false alarms); once, so every checkpoint gets the same prefixes.
+build_probe_set() {
+    mkdir -p "$PROBE"
+    python -m recipe_tapo.toy.probe build --model "$MODEL" --data "$DATA/$EVAL_SPLIT.parquet" \
+        --out "$PROBE/probe_set.jsonl" --prefixes $PROBE_PREFIXES --samples $PROBE_SAMPLES --seed 0
+}
+
+# probe_policy MODEL OUT: MODEL continues every prefix $PROBE_K times, sampled as the evaluation samples
+probe_policy() {
+    rm -rf "$2"
+    python -m recipe_tapo.toy.probe run --model "$1" --probe-set "$PROBE/probe_set.jsonl" --out-dir "$2" \
+        --k $PROBE_K --temperature 1.0 --top-p 1.0 --max-new-tokens 128 --seed 0
+}
+
+# The paper's ZPD filter on the RL training pool, by the cold start, sampled as the rollouts
+# (temperature 1); the kept rows, and each problem's correct count beside them (.counts.jsonl).
+run_zpd_filter() {
+    mkdir -p "$(dirname "$ZPD_POOL")"
+    python -m recipe_tapo.data.difficulty_filter --backend hf --model "$MODEL" --input "$DATA/train.parquet" \
+        --output "$ZPD_POOL" --k $ZPD_K --min-correct 1 --max-correct $((ZPD_K - 1)) --temperature 1.0 --top-p 1.0 \
+        --max-new-tokens 128 --seed 0
+    python -c "import pandas as pd, sys; n = len(pd.read_parquet(sys.argv[1])); sys.exit(0 if n else f'the ZPD filter kept no training problem ({sys.argv[1]}): the cold start solves none of them 1-{sys.argv[2]} times of {sys.argv[3]}')" \
+        "$ZPD_POOL" $((ZPD_K - 1)) $ZPD_K
+}
+
 run_cold_start_data() {
     # The trainer's own synthesis prompts (TAPO_SETTINGS); targets from the programmatic teacher, which
     # knows the first wrong step. Any mixed group gives pairs here (DCS 1/1: more examples than the RL runs' 2/4 band).
@@ -299,7 +341,7 @@ run_rl() {
     # shellcheck disable=SC2086  # the arm's overrides and RL_EXTRA are words
     python -m recipe_tapo.main "${TAPO_SETTINGS[@]}" \
         actor_rollout_ref.model.path="$MODEL" \
-        data.train_files="$DATA/train.parquet" data.val_files="$DATA/val_rl.parquet" \
+        data.train_files="$TRAIN_FILE" data.val_files="$DATA/val_rl.parquet" \
         trainer.total_training_steps=$RL_STEPS trainer.save_freq=$RL_STEPS trainer.test_freq=$RL_STEPS \
         trainer.default_local_dir="$run" trainer.experiment_name="$1_s$2" \
         data.seed="$seed" actor_rollout_ref.rollout.seed="$seed" tapo.selection.seed="$seed" \
@@ -316,7 +358,7 @@ export_checkpoint() {
     cp -r "$(final_hf "$1" 0)/." "$EXPORT_DIR/$1/"
 }
 
-log "work dir $WORK_DIR (QUICK=$QUICK, cold start: $COLD_START, seeds: $SEEDS, arms: $ARMS, RL steps: $RL_STEPS, scored on: $EVAL_SPLIT)"
+log "work dir $WORK_DIR (QUICK=$QUICK, cold start: $COLD_START, seeds: $SEEDS, arms: $ARMS, RL steps: $RL_STEPS, scored on: $EVAL_SPLIT, ZPD pool: $ZPD)"
 stage data run_data
 if [[ "$COLD_START" == build ]]; then
     stage base_sft run_base_sft
@@ -329,10 +371,18 @@ if [[ "$PRE_RL" == 1 ]]; then
     stage measure_cold_start_synthesis measure_synthesis
     stage eval_cold_start evaluate_policy "$MODEL" "$EVAL/cold_start"
 fi
+stage probe_set build_probe_set
+if [[ "$PRE_RL" == 1 ]]; then
+    stage probe_cold_start probe_policy "$MODEL" "$PROBE/cold_start"
+fi
+if [[ "$ZPD" == 1 ]]; then
+    stage zpd_filter run_zpd_filter
+fi
 for seed in $SEEDS; do
     for arm in $ARMS; do
         stage "rl_${arm}_s${seed}" run_rl "$arm" "$seed"
         stage "eval_${arm}_s${seed}" evaluate_policy "$(final_hf "$arm" "$seed")" "$EVAL/${arm}_s${seed}"
+        stage "probe_${arm}_s${seed}" probe_policy "$(final_hf "$arm" "$seed")" "$PROBE/${arm}_s${seed}"
         if [[ "$seed" == 0 ]]; then
             stage "export_${arm}" export_checkpoint "$arm"
         fi

@@ -1,8 +1,9 @@
 """The toy experiment end to end under QUICK=1: every stage of run_scripts/run_toy_reproduction.sh
 (data, base SFT and cold-start SFT through verl's SFT trainer, the cold-start builder, the pre-RL
 measurements, GRPO, TAPO and the teacher-written TAPO arm through verl's PPO trainer with the hf
-rollout, evaluation sampled and greedy, the seed-0 checkpoints, report), shrunk to minutes; and the
-OPSD arm alone from the shipped cold start. Smoke tests: their 2 RL steps measure nothing."""
+rollout, evaluation sampled and greedy, the probe, the seed-0 checkpoints, report), shrunk to
+minutes; the OPSD arm alone from the shipped cold start; and ZPD=1 from the shipped cold start: the
+filter's pool is what the arm trains on. Smoke tests: their few RL steps measure nothing."""
 
 import json
 import os
@@ -20,8 +21,8 @@ def test_quick_toy_reproduction_runs_every_stage(tmp_path):
                      timeout_s=1500, env={"QUICK": "1", "WORK_DIR": str(work)})
     arms = ("grpo", "tapo", "tapo_teacher")
     for stage in ("data", "base_sft", "measure_base", "cold_start_data", "cold_start_sft", "measure_cold_start",
-                  "measure_cold_start_synthesis", "eval_cold_start",
-                  *(f"{kind}_{arm}_s0" for arm in arms for kind in ("rl", "eval")), *(f"export_{arm}" for arm in arms)):
+                  "measure_cold_start_synthesis", "eval_cold_start", "probe_set", "probe_cold_start",
+                  *(f"{kind}_{arm}_s0" for arm in arms for kind in ("rl", "eval", "probe")), *(f"export_{arm}" for arm in arms)):
         assert (work / ".stages" / f"{stage}.done").is_file(), stage
         assert f"stage {stage}: done" in log
     report = (work / "report.md").read_text()
@@ -29,6 +30,7 @@ def test_quick_toy_reproduction_runs_every_stage(tmp_path):
     assert "| tapo_teacher (oracle/upper bound, not TAPO) | 1/1 |" in report
     assert "| cold start (before RL) |" in report and "Paired difference to GRPO" in report
     assert "**tapo**" in report  # the TAPO arm's per-step synthesis table
+    assert "## Forced-prefix recovery probe" in report and "| grpo | 0 |" in report
     assert (work / "plot.png").stat().st_size > 1000
     # Every arm ran verl's trainer for the same number of steps and logged through the file logger.
     for arm in arms:
@@ -36,6 +38,7 @@ def test_quick_toy_reproduction_runs_every_stage(tmp_path):
         assert max(steps) == 2
         for evaluation in ("", "greedy"):
             assert (work / "eval" / f"{arm}_s0" / evaluation / "eval_results.json").is_file()
+        assert (work / "eval" / "probe" / f"{arm}_s0" / "probe_results.json").is_file()
         # seed 0's final HF folder, exported (under QUICK into the work folder, never into docs/)
         exported = sorted(os.listdir(work / "export" / arm))
         assert "config.json" in exported and "model.safetensors" in exported and "optim" not in " ".join(exported)
@@ -71,3 +74,19 @@ def test_quick_opsd_arm_runs_from_the_shipped_cold_start(tmp_path):
     assert "| opsd (privileged-context self-distillation) | 1/1 |" in report
     assert "| step | kl_estimate |" in report
     assert (work / "eval" / "opsd_s0" / "eval_results.json").is_file()
+
+
+def test_zpd_trains_the_arms_on_the_problems_the_cold_start_solves_sometimes(tmp_path):
+    import pandas as pd
+
+    work = tmp_path / "toy"
+    run_logged(["bash", "run_scripts/run_toy_reproduction.sh"], log_path=str(tmp_path / "toy.log"), timeout_s=900,
+               env={"QUICK": "1", "ZPD": "1", "COLD_START": "shipped", "PRE_RL": "0", "ARMS": "grpo", "RL_STEPS": "1",
+                    "WORK_DIR": str(work)})
+    counts = [json.loads(line) for line in (work / "zpd" / "train.parquet.counts.jsonl").open()]
+    kept = pd.read_parquet(work / "zpd" / "train.parquet")
+    assert len(counts) == 200 and len(kept) == sum(1 for record in counts if 1 <= record["correct"] <= 3)
+    assert 0 < len(kept) < 200
+    assert f"dataset len: {len(kept)}" in (work / "logs" / "rl_grpo_s0.log").read_text()  # the arm's training pool
+    report = (work / "report.md").read_text()
+    assert f"the arms trained on the {len(kept)} of 200" in report

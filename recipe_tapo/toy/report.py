@@ -12,6 +12,10 @@ Reads what `run_scripts/run_toy_reproduction.sh` leaves in DIR:
 - `cold_start/` and `eval/pre_rl_synthesis/`: `stats.json` and `synthesis_records.jsonl` of
   `python -m recipe_tapo.cold_start` (the teacher's synthesis for the cold-start data; the cold-started
   policy's own synthesis on the RL prompts, before RL);
+- `eval/probe/cold_start` and `eval/probe/<arm>_s<seed>`: `probe_results.json` of
+  `python -m recipe_tapo.toy.probe run` (the forced-prefix recovery probe);
+- `zpd/train.parquet.counts.jsonl` (with ZPD=1): each training problem's correct count of K by the
+  cold start, from `python -m recipe_tapo.data.difficulty_filter`;
 - `runs/<arm>_s<seed>/metrics.jsonl`: verl's file logger (one line per step: validation, `tapo/`
   and `opsd/` metrics); `runs/<arm>_s<seed>/tapo_dump/step_*.jsonl`: the TAPO trainer's synthesis attempts.
 
@@ -223,6 +227,31 @@ def eval_metrics(eval_dir: str) -> dict[str, float | None] | None:
             "samples": max(benchmark.get("samples_per_problem") or [0])}
 
 
+# The probe's shares (`python -m recipe_tapo.toy.probe`): key in probe_results.json, column heading
+PROBE_SHARES = (("reflect_after_wrong", "reflect after a wrong line"), ("right_after_wrong", "end right after a wrong line"),
+                ("right_among_reflecting", "right among reflecting"), ("false_alarm", "false alarm (reflect after a right line)"))
+PROBE_PROBABILITIES = (("reflection_token_probability_after_wrong", "P(reflection token) after a wrong line"),
+                       ("reflection_token_probability_after_right", "after a right line"))
+
+
+def probe_results(probe_dir: str) -> dict | None:
+    """A probe's `probe_results.json` (its settings and `metrics`), or None."""
+    return _read_json(os.path.join(probe_dir, "probe_results.json"))
+
+
+def zpd_pool(counts_path: str, n_pos: int = 2, n_neg: int = 4) -> dict | None:
+    """The ZPD filter's pool from its `.counts.jsonl`: problems scored, kept (1 to K-1 right of K), the
+    kept problems' mean accuracy, and how many of them are in the DCS band (>= n_pos right, >= n_neg wrong)."""
+    scored = [record for record in _read_jsonl(counts_path) if record.get("correct") is not None]
+    if not scored:
+        return None
+    kept = [record for record in scored if 0 < record["correct"] < record["samples"]]
+    band = [record for record in kept if record["correct"] >= n_pos and record["samples"] - record["correct"] >= n_neg]
+    return {"scored": len(scored), "k": max(record["samples"] for record in scored), "kept": len(kept),
+            "kept_accuracy": (100.0 * sum(r["correct"] for r in kept) / sum(r["samples"] for r in kept)) if kept else None,
+            "dcs_band": len(band), "n_pos": n_pos, "n_neg": n_neg}
+
+
 def dump_records(run_dir: str) -> list[dict]:
     """Every synthesis attempt in a TAPO run's dumps, in step order."""
     records = []
@@ -244,6 +273,8 @@ def collect(work_dir: str, arms: list[str], seeds: list[str]) -> dict:
             "cold_start_counts": _builder_records(os.path.join(work_dir, "cold_start")),
             "pre_rl_synthesis": _read_json(os.path.join(eval_root, "pre_rl_synthesis", "stats.json")),
             "pre_rl_synthesis_counts": _builder_records(os.path.join(eval_root, "pre_rl_synthesis")),
+            "cold_start_probe": probe_results(os.path.join(eval_root, "probe", "cold_start")),
+            "zpd": zpd_pool(os.path.join(work_dir, "zpd", "train.parquet.counts.jsonl")),
             "cold_start_eval": {"test": eval_metrics(os.path.join(eval_root, "cold_start")),
                                 "greedy": eval_metrics(os.path.join(eval_root, "cold_start", "greedy"))}}
     for name in ("base", "cold_start"):
@@ -256,6 +287,7 @@ def collect(work_dir: str, arms: list[str], seeds: list[str]) -> dict:
                 "steps": step_metrics(run_dir),
                 "test": eval_metrics(os.path.join(eval_root, f"{arm}_s{seed}")),
                 "greedy": eval_metrics(os.path.join(eval_root, f"{arm}_s{seed}", "greedy")),
+                "probe": probe_results(os.path.join(eval_root, "probe", f"{arm}_s{seed}")),
                 "dump": Counter(str(record.get("status")) for record in records),
                 "counts": construction_counts(records),
                 "examples": [record for record in records if record.get("status") == "ok"][:2],
@@ -450,6 +482,81 @@ def _opsd_section(data: dict, arm: str, seeds: list[str]) -> list[str]:
     return _step_table(arm, runs, keys, digits=3) + [""]
 
 
+def _probe_share(probe: dict | None, key: str) -> float | None:
+    """One share of a probe, in percent (None when the probe or its share is missing)."""
+    share = ((probe or {}).get("metrics") or {}).get(key)
+    return None if share is None else 100.0 * share["share"]
+
+
+def _probe_cell(probe: dict | None, key: str) -> str:
+    """A probe's share with its own interval and count: "1.9 [0.9, 3.2] (15/780)"."""
+    share = ((probe or {}).get("metrics") or {}).get(key)
+    if share is None:
+        return "n/a" if probe else "missing"
+    return (f"{100 * share['share']:.1f} [{100 * share['low']:.1f}, {100 * share['high']:.1f}] "
+            f"({share['count']}/{share['total']})")
+
+
+def _probe_section(data: dict, arms: list[str], seeds: list[str]) -> list[str]:
+    probes = [run["probe"] for run in data["runs"].values() if run.get("probe")] + [data.get("cold_start_probe")]
+    probes = [probe for probe in probes if probe]
+    if not probes:
+        return []
+    first = probes[0]
+    sizes = first["metrics"]
+    lines = ["", "## Forced-prefix recovery probe (recipe_tapo.toy.probe)", "",
+             f"The cold start's own answers on this split, cut right after their first wrong line "
+             f"({sizes['wrong_line_prefixes']} prefixes), and right answers cut after a right line "
+             f"({sizes['right_line_prefixes']} prefixes, for false alarms), each continued {first['k']} times by "
+             f"the checkpoint at temperature {first['temperature']:g}. A continuation reflects when its first line "
+             "opens with the constructions' \"Wait,\". Percentages; the probability of the reflection's first token "
+             "right after the cut is the model's, averaged over prefixes. DSR, ERR and reflecting are the sampled "
+             "evaluation's.", "",
+             "Per arm: mean ± sample standard deviation over seeds [95% Student-t interval over seeds, from 2 "
+             "seeds on]; the cold start: its one probe [95% interval over prefixes] (count):", ""]
+    header = ["arm", "seeds"] + [title for _, title in PROBE_SHARES]
+    header += [title for _, title in PROBE_PROBABILITIES] + ["DSR", "ERR", "reflecting"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    cold, cold_test = data.get("cold_start_probe"), data["cold_start_eval"]["test"] or {}
+    if cold:
+        cells = ["cold start (the probe set's own policy)", "-"] + [_probe_cell(cold, key) for key, _ in PROBE_SHARES]
+        cells += [fmt(cold["metrics"].get(key), digits=6) for key, _ in PROBE_PROBABILITIES]
+        cells += [fmt(cold_test.get(key)) for key in ("dsr", "err", "reflection_rate")]
+        lines.append("| " + " | ".join(cells) + " |")
+    for arm in arms:
+        runs = [data["runs"][(arm, seed)] for seed in seeds]
+        probed = [run["probe"] for run in runs if run.get("probe")]
+        cells = [arm_label(arm), f"{len(probed)}/{len(runs)}"]
+        for key, _ in PROBE_SHARES:
+            values = [_probe_share(probe, key) for probe in probed]
+            interval = fmt_interval(*t_interval(values))
+            cells.append(fmt(*mean_std(values)) + ("" if interval == "n/a" else f" {interval}"))
+        cells += [fmt(*mean_std([probe["metrics"].get(key) for probe in probed]), digits=6) for key, _ in PROBE_PROBABILITIES]
+        cells += [fmt(*mean_std([(run["test"] or {}).get(key) for run in runs if run["test"]]))
+                  for key in ("dsr", "err", "reflection_rate")]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Per seed, each with its own 95% interval over prefixes (cluster bootstrap: the continuations of "
+              "one prefix are correlated; Wilson over prefixes when the count is 0 or all) and count:", "",
+              "| arm | seed | " + " | ".join(title for _, title in PROBE_SHARES) + " |", "|---|---|" + "---|" * len(PROBE_SHARES)]
+    for arm in arms:
+        for seed in seeds:
+            probe = data["runs"][(arm, seed)].get("probe")
+            lines.append(f"| {arm_label(arm)} | {seed} | " + " | ".join(_probe_cell(probe, key) for key, _ in PROBE_SHARES) + " |")
+    return lines
+
+
+def _zpd_section(data: dict) -> list[str]:
+    pool = data.get("zpd")
+    if not pool:
+        return []
+    return ["", "## The RL training pool: the paper's ZPD filter (ZPD=1)", "",
+            f"The cold start answered {pool['scored']} training problems {pool['k']} times each "
+            f"(recipe_tapo.data.difficulty_filter, temperature 1); the arms trained on the "
+            f"{_share(pool['kept'], pool['scored'])} solved 1 to {pool['k'] - 1} times. Their mean accuracy: "
+            f"{fmt(pool['kept_accuracy'])}%; in the DCS band (>= {pool['n_pos']} right and >= {pool['n_neg']} wrong): "
+            f"{_share(pool['dcs_band'], pool['kept'])} of the kept problems."]
+
+
 def _pre_rl_section(data: dict) -> list[str]:
     lines = ["", "## Before RL (validation set, sampled at temperature 1)", ""]
     lines += ["| model | accuracy | groups | mixed | in the DCS band (>=2 right, >=4 wrong) | all right | all wrong |",
@@ -501,6 +608,8 @@ def render(data: dict, arms: list[str], seeds: list[str], rl_steps: int, quick: 
                          + f"; {fmt(_final_val(run))}")
         lines.append("| " + " | ".join(cells) + " |")
 
+    lines += _probe_section(data, arms, seeds)
+    lines += _zpd_section(data)
     tapo_arms = [arm for arm in arms if arm.startswith("tapo")]
     if tapo_arms:
         lines += ["", "## TAPO: the synthesis during RL, per step (mean over seeds)", ""]

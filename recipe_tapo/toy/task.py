@@ -118,6 +118,11 @@ class WrongStep:
     correct: int
 
 
+def step_line_indices(solution: str) -> list[int]:
+    """Indices (among the lines of `solution`) of its step lines `a op b = c`, right or wrong."""
+    return [index for index, line in enumerate(solution.split("\n")) if _STEP.match(line)]
+
+
 def first_wrong_step(solution: str) -> WrongStep | None:
     """The first step line `a op b = c` with c != a op b; None when every step line is right."""
     for index, line in enumerate(solution.split("\n")):
@@ -129,6 +134,24 @@ def first_wrong_step(solution: str) -> WrongStep | None:
         if result != correct:
             return WrongStep(index, line, left, op, term, correct)
     return None
+
+
+# How the toy's constructions open a reflection right after the wrong line ("Wait, 52 - 8 = 44, not 45."):
+# the teacher writes it, the synthesis template names it, and the probe (`recipe_tapo.toy.probe`)
+# counts a continuation as reflecting when its first line begins with it.
+REFLECTION_OPENER = "Wait,"
+
+
+def reflection_line(step: WrongStep) -> str:
+    """The reflection on `step` in the constructions' form: the opener, the right result, the wrong one."""
+    wrong_result = step.line.rsplit("=", 1)[1].strip()
+    return f"{REFLECTION_OPENER} {step.left} {step.op} {step.term} = {step.correct}, not {wrong_result}."
+
+
+def begins_reflection(continuation: str) -> bool:
+    """Whether the first line of `continuation` (text written after a step line's line break) opens a
+    reflection in the constructions' form."""
+    return continuation.split("\n", 1)[0].lstrip().startswith(REFLECTION_OPENER)
 
 
 def continue_from(left: int, problem: ChainProblem, step_index: int) -> list[str]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from recipe_tapo.toy.task import continue_from, first_wrong_step, parse_problem
+from recipe_tapo.toy.task import continue_from, first_wrong_step, parse_problem, reflection_line
 from recipe_tapo.workers.synthesis_plan import GeneratedText, SynthesisRequest
 
 
@@ -64,7 +64,7 @@ class ToyTeacher:
         checked = [f"{line.strip()} ok." for line in lines[: step.line_index] if "=" in line]
         analysis = " ".join([*checked, f"{step.left} {step.op} {step.term} = {step.correct}, not {wrong_result}."])
         if self.prefix_end == "after_error":
-            fix = [f"Wait, {step.left} {step.op} {step.term} = {step.correct}, not {wrong_result}."]
+            fix = [reflection_line(step)]
             fix += continue_from(step.correct, problem, step_index + 1)
             kept = lines[: step.line_index + 1]
         else:
