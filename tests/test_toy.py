@@ -7,13 +7,25 @@ from collections import Counter
 
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from recipe_tapo.config import SplicingConfig, TapoConfig
 from recipe_tapo.data.rows import build_prompt
 from recipe_tapo.splicing import splice_trajectory
 from recipe_tapo.synthesis import build_synthesis_prompt, parse_synthesis_output
 from recipe_tapo.toy.build import build_data
-from recipe_tapo.toy.task import ChainProblem, first_wrong_step, parse_problem, sample_problem, slip, write_solution
+from recipe_tapo.toy.task import (
+    ChainProblem,
+    first_uncaught_wrong_step,
+    first_wrong_step,
+    kept_step_lines,
+    parse_problem,
+    sample_problem,
+    slip,
+    step_line_indices,
+    write_solution,
+)
 from recipe_tapo.toy.teacher import ToyTeacher
 from recipe_tapo.workers.synthesis_plan import SynthesisRequest
 
@@ -58,6 +70,69 @@ def test_a_slip_is_always_wrong(value):
 
 def test_problems_are_deterministic_by_seed():
     assert sample_problem(random.Random(5)) == sample_problem(random.Random(5))
+
+
+def test_a_wider_range_keeps_the_total_within_0_to_99_and_mixes_term_sizes():
+    rng = random.Random(8)
+    problems = [sample_problem(rng, 3, 7, two_digit_share=0.5) for _ in range(3000)]
+    terms = [term for problem in problems for term in problem.terms[1:]]
+    assert all(0 <= value <= 99 for problem in problems for value in problem.partial_results())
+    assert all(2 <= term <= 9 or 11 <= term <= 49 for term in terms)
+    assert 0.45 < sum(term >= 11 for term in terms) / len(terms) < 0.55
+    assert {len(problem.terms) for problem in problems} == {3, 4, 5, 6, 7}
+
+
+def test_without_the_new_options_the_draws_are_the_shipped_toys():
+    # the shipped checkpoints' data were drawn before the options existed: same seed, same problems and texts
+    assert [sample_problem(random.Random(seed)) for seed in range(20)] == \
+        [sample_problem(random.Random(seed), 3, 5, two_digit_share=0.0) for seed in range(20)]
+    problem = ChainProblem((61, 7, 8, 9, 4), ("-", "+", "-", "+"))
+    assert [write_solution(problem, random.Random(seed), 0.3) for seed in range(20)] == \
+        [write_solution(problem, random.Random(seed), 0.3, reflect_rate=0.0) for seed in range(20)]
+
+
+def test_a_caught_slip_is_reflected_on_and_the_solution_goes_on_from_the_right_value():
+    problem = ChainProblem((47, 5, 8, 6), ("+", "-", "+"))
+    rng = random.Random(1)
+    text, correct = write_solution(problem, rng, error_rate=1.0, reflect_rate=1.0)
+    lines = text.split("\n")
+    assert correct and len(lines) == 7 and lines[-1] == "\\boxed{50}"
+    assert lines[1] == f"Wait, 47 + 5 = 52, not {lines[0].rsplit('= ', 1)[1]}." and lines[2].startswith("52 - 8 = ")
+    assert first_wrong_step(text) is not None and first_uncaught_wrong_step(text) is None
+    assert kept_step_lines(text) == []  # every step slipped and was caught
+
+
+@given(seed=st.integers(0, 10_000), reflect_rate=st.sampled_from([0.0, 0.3, 1.0]))
+@settings(max_examples=200, deadline=None)
+def test_an_answer_is_wrong_exactly_when_a_slip_goes_uncaught(seed, reflect_rate):
+    rng = random.Random(seed)
+    problem = sample_problem(rng, 3, 6, two_digit_share=0.5)
+    text, correct = write_solution(problem, rng, error_rate=0.3, reflect_rate=reflect_rate)
+    steps, kept = step_line_indices(text), kept_step_lines(text)
+    assert len(steps) == len(problem.ops) and len(steps) - len(kept) == text.count("Wait,")  # caught slips
+    found = first_uncaught_wrong_step(text)
+    if not correct:
+        assert found is not None
+    if found is None:  # no uncaught slip: the kept lines are the problem's right steps
+        assert correct
+    else:
+        position, step = found
+        assert step.line_index in kept and text.split("\n")[steps[position]] == step.line
+        assert problem.terms[position + 1] == step.term and problem.ops[position] == step.op
+    if reflect_rate == 1.0:
+        assert correct and found is None
+
+
+def test_the_teacher_fixes_the_uncaught_slip_after_a_caught_one():
+    problem = ChainProblem((51, 5, 9, 8, 9), ("+", "-", "-", "+"))
+    wrong = "51 + 5 = 57\nWait, 51 + 5 = 56, not 57.\n56 - 9 = 47\n47 - 8 = 38\n38 + 9 = 47\n\\boxed{47}"
+    right = write_solution(problem, random.Random(0))[0]
+    request = SynthesisRequest(0, "u", build_prompt(problem.text, suffix="")[0]["content"], wrong, right, "verbatim", [], [])
+    assert ToyTeacher().write(request) == (
+        "<analysis>56 - 9 = 47 ok. 47 - 8 = 39, not 38.</analysis>\n<reconstruction>\n"
+        "51 + 5 = 57\nWait, 51 + 5 = 56, not 57.\n56 - 9 = 47\n47 - 8 = 38\n"
+        "Wait, 47 - 8 = 39, not 38.\n39 + 9 = 48\n\\boxed{48}\n</reconstruction>"
+    )
 
 
 def _wrong_and_right(seed=11):
@@ -250,3 +325,17 @@ def test_the_report_shows_the_opsd_arms_logged_metrics_per_step(tmp_path):
     # only the keys the run logged, in the report's order
     assert "| step | kl_estimate | teacher_row_share | context/reference |" in report
     assert "| 1 | 1.100 | 1.000 | 1.000 |" in report and "| 2 | 0.900 | 1.000 | 1.000 |" in report
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--reflect-rate", "1.5"], "--reflect-rate and --two-digit-share must be in [0, 1], got 1.5 and 0.0"),
+    (["--two-digit-share", "-0.1"], "--reflect-rate and --two-digit-share must be in [0, 1], got 0.0 and -0.1"),
+    (["--min-terms", "5", "--max-terms", "4"], "--min-terms and --max-terms need 2 <= min <= max, got 5 and 4"),
+])
+def test_the_builder_refuses_options_that_cannot_work(tmp_path, capsys, args, message):
+    from recipe_tapo.toy.build import main
+
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path), *args])
+    assert message in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # refused before anything is written

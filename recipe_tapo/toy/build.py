@@ -1,19 +1,23 @@
 """Build the toy task's model and data, deterministically by seed.
 
     python -m recipe_tapo.toy.build --out DIR [--seed 0] [--train 4000] [--val 500] [--test 1000] \\
-        [--sft 6000] [--error-rate 0.08] [--data-only]
+        [--sft 6000] [--error-rate 0.08] [--reflect-rate 0] [--min-terms 3] [--max-terms 5] \\
+        [--two-digit-share 0] [--data-only]
 
 writes into DIR:
 - `model/`: a character-level tokenizer (byte-level BPE with no merges: one token per ASCII
   character; ChatML template, eos `<|im_end|>`) and a randomly initialised Qwen2 (0.6M: 4 layers, width 128);
 - `data/{train,val,test}.parquet`: problems in the recipe's RL row layout (data source `toy_chain`),
-  disjoint by problem text. The held-out splits are sized to separate arms (issue 16): 1000 test
-  problems and 500 validation problems, the split every setting of the toy experiment is chosen on.
+  disjoint by problem text, drawn by `sample_problem` with `--min-terms`, `--max-terms` and
+  `--two-digit-share` (the defaults are the shipped toy's task). The held-out splits are sized to
+  separate arms (issue 16): 1000 test problems and 500 validation problems, the split every setting
+  of the toy experiment is chosen on.
   The prompt is the bare problem: the recipe's instruction suffix would be 70 of a ~100-character
   prompt, pure cost for a character-level model that learns the `\\boxed{}` format from SFT anyway;
 - `data/sft.parquet`: `messages` chats (prompt, then a step-per-line solution in which each step is
-  wrong with probability `--error-rate`), for the plain SFT that gives the policy its starting skill
-  and its natural mistakes (with `--data-only`: the RL splits alone, for a run from a trained
+  wrong with probability `--error-rate`, and a wrong step is caught, with probability `--reflect-rate`,
+  by a reflection line and the right value: `recipe_tapo.toy.task.write_solution`), for the plain
+  SFT that gives the policy its starting skill and its natural mistakes (with `--data-only`: the RL splits alone, for a run from a trained
   checkpoint; the same seed and sizes give the same splits).
 """
 
@@ -38,8 +42,10 @@ def build_model_dir(out_dir: str, seed: int = 0) -> str:
     return out_dir
 
 
-def build_data(out_dir: str, seed: int, train: int, val: int, test: int, sft: int, error_rate: float) -> dict[str, str]:
-    """The RL splits (disjoint problems) and the SFT chats; returns the paths by name."""
+def build_data(out_dir: str, seed: int, train: int, val: int, test: int, sft: int, error_rate: float,
+               reflect_rate: float = 0.0, difficulty: dict | None = None) -> dict[str, str]:
+    """The RL splits (disjoint problems) and the SFT chats; returns the paths by name. `difficulty`:
+    `sample_problem`'s keyword arguments (`min_terms`, `max_terms`, `two_digit_share`)."""
     import pandas as pd
 
     rng = random.Random(seed)
@@ -47,7 +53,7 @@ def build_data(out_dir: str, seed: int, train: int, val: int, test: int, sft: in
 
     def fresh() -> object:
         while True:
-            problem = sample_problem(rng)
+            problem = sample_problem(rng, **(difficulty or {}))
             if problem.text not in seen:
                 seen.add(problem.text)
                 return problem
@@ -70,10 +76,10 @@ def build_data(out_dir: str, seed: int, train: int, val: int, test: int, sft: in
     held_out = set(seen)
     chats = []
     while len(chats) < sft:
-        problem = sample_problem(rng)
+        problem = sample_problem(rng, **(difficulty or {}))
         if problem.text in held_out:
             continue
-        solution, _ = write_solution(problem, rng, error_rate)
+        solution, _ = write_solution(problem, rng, error_rate, reflect_rate)
         chats.append({"messages": [*build_prompt(problem.text, suffix=""), {"role": "assistant", "content": solution}]})
     paths["sft"] = os.path.join(out_dir, "sft.parquet")
     pd.DataFrame(chats).to_parquet(paths["sft"], index=False)
@@ -89,14 +95,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--test", type=int, default=1000)
     parser.add_argument("--sft", type=int, default=6000)
     parser.add_argument("--error-rate", type=float, default=0.08, help="chance that an SFT solution step is wrong")
+    parser.add_argument("--reflect-rate", type=float, default=0.0,
+                        help="chance that an SFT solution's slipped step is followed by a reflection and the right value")
+    parser.add_argument("--min-terms", type=int, default=3)
+    parser.add_argument("--max-terms", type=int, default=5)
+    parser.add_argument("--two-digit-share", type=float, default=0.0, help="chance that a term has 2 digits (11-49)")
     parser.add_argument("--data-only", action="store_true", help="the RL splits only: no model, no SFT file")
     args = parser.parse_args(argv)
     if not 0.0 <= args.error_rate < 1.0:
         parser.error(f"--error-rate must be in [0, 1), got {args.error_rate}")
+    if not 0.0 <= args.reflect_rate <= 1.0 or not 0.0 <= args.two_digit_share <= 1.0:
+        parser.error(f"--reflect-rate and --two-digit-share must be in [0, 1], got {args.reflect_rate} and {args.two_digit_share}")
+    if not 2 <= args.min_terms <= args.max_terms:
+        parser.error(f"--min-terms and --max-terms need 2 <= min <= max, got {args.min_terms} and {args.max_terms}")
     if not args.data_only:
         print(f"model: {build_model_dir(os.path.join(args.out, 'model'), args.seed)}")
     sft = 0 if args.data_only else args.sft
-    paths = build_data(os.path.join(args.out, "data"), args.seed, args.train, args.val, args.test, sft, args.error_rate)
+    difficulty = {"min_terms": args.min_terms, "max_terms": args.max_terms, "two_digit_share": args.two_digit_share}
+    paths = build_data(os.path.join(args.out, "data"), args.seed, args.train, args.val, args.test, sft, args.error_rate,
+                       args.reflect_rate, difficulty)
     for name, path in paths.items():
         print(f"{name}: {path}")
 

@@ -11,6 +11,10 @@ chains reached 1.8% sampled accuracy after 23 minutes of SFT, too few mixed grou
 to learn from; with 1-digit terms the same model and budget learn the task, and the carries and
 borrows still give natural slips (README, "Toy experiment").
 
+`sample_problem`'s options widen the range (longer chains, 2-digit terms 11-49), and
+`write_solution`'s `reflect_rate` gives solutions that catch some of their slips ("Wait, 52 - 8 = 44,
+not 45." on the next line, then the right value), in the form the TAPO constructions use.
+
 Mistakes are natural and checkable: a step's result is off (a carry or borrow slip of 1 or 10, or
 two digits swapped) and the following steps carry the wrong value forward correctly, so the final
 answer is wrong. `first_wrong_step` finds the first line whose arithmetic is wrong, which is what a
@@ -55,15 +59,21 @@ class ChainProblem:
         return results
 
 
-def sample_problem(rng: random.Random, min_terms: int = 3, max_terms: int = 5) -> ChainProblem:
-    """A 2-digit start and 1-digit terms (2-9); an operation that would take the total out of 0..99 flips."""
+def sample_problem(rng: random.Random, min_terms: int = 3, max_terms: int = 5, two_digit_share: float = 0.0) -> ChainProblem:
+    """A 2-digit start, then terms of 1 digit (2-9) or, each with probability `two_digit_share`, of 2 digits
+    (11-49); an operation that would take the total out of 0..99 flips.
+
+    Why the flip always lands inside: a term is at most 49 and a total at most 99, so when total + term
+    exceeds 99 the total exceeds 50 and total - term stays at least 0.
+    """
     count = rng.randint(min_terms, max_terms)
     value = rng.randint(10, 99)
     terms, ops = [value], []
     for _ in range(count - 1):
-        term, op = rng.randint(2, 9), rng.choice("+-")
+        term = rng.randint(11, 49) if two_digit_share and rng.random() < two_digit_share else rng.randint(2, 9)
+        op = rng.choice("+-")
         if not 0 <= (value + term if op == "+" else value - term) <= 99:
-            op = "-" if op == "+" else "+"  # always inside: the total is at most 99 and the term at most 9
+            op = "-" if op == "+" else "+"
         value = value + term if op == "+" else value - term
         terms.append(term)
         ops.append(op)
@@ -90,17 +100,25 @@ def slip(value: int, rng: random.Random) -> int:
     return rng.choice(sorted(candidates))
 
 
-def write_solution(problem: ChainProblem, rng: random.Random, error_rate: float = 0.0) -> tuple[str, bool]:
-    """A step-per-line solution; each step is slipped with probability `error_rate`.
+def write_solution(problem: ChainProblem, rng: random.Random, error_rate: float = 0.0,
+                   reflect_rate: float = 0.0) -> tuple[str, bool]:
+    """A step-per-line solution; each step is slipped with probability `error_rate`, and a slipped step
+    is followed, with probability `reflect_rate`, by a reflection line in the constructions' form
+    ("Wait, 52 - 8 = 44, not 45.") and the rest from the right value: the habit of a reasoning model that
+    sometimes catches its own slip. Unreflected slips carry forward.
 
     Returns the text and whether its final answer is right.
     """
     lines, value = [], problem.terms[0]
     for op, term in zip(problem.ops, problem.terms[1:], strict=True):
-        result = value + term if op == "+" else value - term
+        correct = value + term if op == "+" else value - term
+        result = correct
         if rng.random() < error_rate:
-            result = slip(result, rng)
+            result = slip(correct, rng)
         lines.append(f"{value} {op} {term} = {result}")
+        if result != correct and reflect_rate and rng.random() < reflect_rate:
+            lines.append(reflection_line(WrongStep(len(lines) - 1, lines[-1], value, op, term, correct)))
+            result = correct
         value = result
     lines.append(f"\\boxed{{{value}}}")
     return "\n".join(lines), value == problem.answer
@@ -152,6 +170,26 @@ def begins_reflection(continuation: str) -> bool:
     """Whether the first line of `continuation` (text written after a step line's line break) opens a
     reflection in the constructions' form."""
     return continuation.split("\n", 1)[0].lstrip().startswith(REFLECTION_OPENER)
+
+
+def kept_step_lines(solution: str) -> list[int]:
+    """Indices of the step lines the solution goes on from: every step line except one followed by a
+    reflection (a caught slip, whose right value the reflection line gives)."""
+    lines = solution.split("\n")
+    return [index for index in step_line_indices(solution)
+            if not (index + 1 < len(lines) and begins_reflection(lines[index + 1]))]
+
+
+def first_uncaught_wrong_step(solution: str) -> tuple[int, WrongStep] | None:
+    """The first wrong step line that no reflection follows (the slip that makes the answer wrong), with
+    the problem's step index (its position among all step lines: a caught slip's reflection is not a
+    step line); None when there is none."""
+    lines, kept = solution.split("\n"), set(kept_step_lines(solution))
+    for position, index in enumerate(step_line_indices(solution)):
+        step = first_wrong_step(lines[index]) if index in kept else None
+        if step is not None:
+            return position, WrongStep(index, step.line, step.left, step.op, step.term, step.correct)
+    return None
 
 
 def continue_from(left: int, problem: ChainProblem, step_index: int) -> list[str]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from recipe_tapo.toy.task import continue_from, first_wrong_step, parse_problem, reflection_line
+from recipe_tapo.toy.task import continue_from, first_uncaught_wrong_step, kept_step_lines, parse_problem, reflection_line
 from recipe_tapo.workers.synthesis_plan import GeneratedText, SynthesisRequest
 
 
@@ -53,15 +53,16 @@ class ToyTeacher:
     def write(self, request: SynthesisRequest) -> str | None:
         """The target for one request, or None when the wrong answer has no wrong step to fix."""
         problem = parse_problem(request.question)
-        step = first_wrong_step(request.wrong)
-        if problem is None or step is None:
+        found = first_uncaught_wrong_step(request.wrong)
+        if problem is None or found is None:
             return None
+        step_index, step = found
         lines = request.wrong.split("\n")
-        step_index = sum(1 for line in lines[: step.line_index] if "=" in line)
         if step_index >= len(problem.ops) or problem.terms[step_index + 1] != step.term:
             return None  # the wrong answer does not follow the problem's steps
         wrong_result = step.line.rsplit("=", 1)[1].strip()
-        checked = [f"{line.strip()} ok." for line in lines[: step.line_index] if "=" in line]
+        # a caught slip is not checked again: its reflection already says the right value
+        checked = [f"{lines[index].strip()} ok." for index in kept_step_lines(request.wrong) if index < step.line_index]
         analysis = " ".join([*checked, f"{step.left} {step.op} {step.term} = {step.correct}, not {wrong_result}."])
         if self.prefix_end == "after_error":
             fix = [reflection_line(step)]
