@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# TOY=BUILD_DIR measure.sh MODEL OUT: val 500 x 8 sampled (temperature 1, 192 new tokens) + stats; the probe on test.
+# TOY=BUILD_DIR measure.sh MODEL OUT (with the project venv on PATH): val 500 x 8 sampled (temperature 1, 192 new tokens) + stats; the probe on test.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 export VERL_PLATFORM=cpu HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
