@@ -123,12 +123,16 @@ def test_an_answer_is_wrong_exactly_when_a_slip_goes_uncaught(seed, reflect_rate
         assert correct and found is None
 
 
+def _teacher_request(problem, wrong, mode):
+    """A synthesis request on `problem` for `wrong`, with the right solution as its sibling."""
+    question = build_prompt(problem.text, suffix="")[0]["content"]
+    return SynthesisRequest(0, "u", question, wrong, write_solution(problem, random.Random(0))[0], mode, [], [])
+
+
 def test_the_teacher_fixes_the_uncaught_slip_after_a_caught_one():
     problem = ChainProblem((51, 5, 9, 8, 9), ("+", "-", "-", "+"))
     wrong = "51 + 5 = 57\nWait, 51 + 5 = 56, not 57.\n56 - 9 = 47\n47 - 8 = 38\n38 + 9 = 47\n\\boxed{47}"
-    right = write_solution(problem, random.Random(0))[0]
-    request = SynthesisRequest(0, "u", build_prompt(problem.text, suffix="")[0]["content"], wrong, right, "verbatim", [], [])
-    assert ToyTeacher().write(request) == (
+    assert ToyTeacher().write(_teacher_request(problem, wrong, "verbatim")) == (
         "<analysis>56 - 9 = 47 ok. 47 - 8 = 39, not 38.</analysis>\n<reconstruction>\n"
         "51 + 5 = 57\nWait, 51 + 5 = 56, not 57.\n56 - 9 = 47\n47 - 8 = 38\n"
         "Wait, 47 - 8 = 39, not 38.\n39 + 9 = 48\n\\boxed{48}\n</reconstruction>"
@@ -174,9 +178,7 @@ def test_the_teachers_targets_parse_splice_and_are_right(tapo_tokenizer, mode, p
 def test_the_teachers_analysis_checks_each_step_up_to_the_first_wrong_one():
     problem = ChainProblem((51, 5, 9, 9, 9), ("+", "-", "-", "+"))
     wrong = "51 + 5 = 56\n56 - 9 = 47\n47 - 9 = 37\n37 + 9 = 46\n\\boxed{46}"
-    right = write_solution(problem, random.Random(0))[0]
-    request = SynthesisRequest(0, "u", build_prompt(problem.text, suffix="")[0]["content"], wrong, right, "anchor", [], [])
-    assert ToyTeacher().write(request) == (
+    assert ToyTeacher().write(_teacher_request(problem, wrong, "anchor")) == (
         "<analysis>51 + 5 = 56 ok. 56 - 9 = 47 ok. 47 - 9 = 38, not 37.</analysis>\n"
         "<anchor>47 - 9 = 37</anchor>\n"
         "<reconstruction>\nWait, 47 - 9 = 38, not 37.\n38 + 9 = 47\n\\boxed{47}\n</reconstruction>"

@@ -141,17 +141,19 @@ def step_line_indices(solution: str) -> list[int]:
     return [index for index, line in enumerate(solution.split("\n")) if _STEP.match(line)]
 
 
+def _wrong_step(index: int, line: str) -> WrongStep | None:
+    """`line` (at `index`) as a wrong step; None when it is no step line or a right one."""
+    match = _STEP.match(line)
+    if not match:
+        return None
+    left, op, term, result = int(match.group(1)), match.group(2), int(match.group(3)), int(match.group(4))
+    correct = left + term if op == "+" else left - term
+    return None if result == correct else WrongStep(index, line, left, op, term, correct)
+
+
 def first_wrong_step(solution: str) -> WrongStep | None:
     """The first step line `a op b = c` with c != a op b; None when every step line is right."""
-    for index, line in enumerate(solution.split("\n")):
-        match = _STEP.match(line)
-        if not match:
-            continue
-        left, op, term, result = int(match.group(1)), match.group(2), int(match.group(3)), int(match.group(4))
-        correct = left + term if op == "+" else left - term
-        if result != correct:
-            return WrongStep(index, line, left, op, term, correct)
-    return None
+    return next(filter(None, (_wrong_step(index, line) for index, line in enumerate(solution.split("\n")))), None)
 
 
 # How the toy's constructions open a reflection right after the wrong line ("Wait, 52 - 8 = 44, not 45."):
@@ -186,9 +188,9 @@ def first_uncaught_wrong_step(solution: str) -> tuple[int, WrongStep] | None:
     step line); None when there is none."""
     lines, kept = solution.split("\n"), set(kept_step_lines(solution))
     for position, index in enumerate(step_line_indices(solution)):
-        step = first_wrong_step(lines[index]) if index in kept else None
+        step = _wrong_step(index, lines[index]) if index in kept else None
         if step is not None:
-            return position, WrongStep(index, step.line, step.left, step.op, step.term, step.correct)
+            return position, step
     return None
 
 

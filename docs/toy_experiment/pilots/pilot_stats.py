@@ -6,20 +6,21 @@ overall and per-difficulty accuracy (terms, 2-digit terms), the ZPD filter at K 
 the DCS band among the kept (>= 2 right and >= 4 wrong), the share of answers that reflect."""
 
 import collections
-import json
 import sys
 
 import pandas as pd
 
+from recipe_tapo.textio import iter_json_lines
 from recipe_tapo.toy.task import first_wrong_step, parse_problem
 
 samples_path, data_path = sys.argv[1], sys.argv[2]
 texts = {str(row["extra_info"]["source_id"]): row["prompt"][0]["content"] for _, row in pd.read_parquet(data_path).iterrows()}
 by_problem = collections.defaultdict(list)
-with open(samples_path) as samples_file:
-    for line in samples_file:
-        sample = json.loads(line)
-        by_problem[sample["problem_id"]].append(sample)
+for line in iter_json_lines(samples_path):  # model text: a broken line is named and skipped
+    if not line.ok:
+        print(f"{samples_path}: {line.error}", file=sys.stderr)
+        continue
+    by_problem[line.value["problem_id"]].append(line.value)
 k = len(next(iter(by_problem.values())))
 right = {problem_id: sum(sample["correct"] for sample in samples) for problem_id, samples in by_problem.items()}
 samples = [sample for group in by_problem.values() for sample in group]
