@@ -8,9 +8,9 @@
 #   probe (recipe_tapo.toy.probe: the cold start's wrong answers on that split, cut after their first
 #   wrong line, continued by each checkpoint) -> report.md + plot.png (recipe_tapo.toy.report).
 #
-#   bash run_scripts/run_toy_reproduction.sh                 # the main comparison, from the shipped cold start
+#   bash run_scripts/run_toy_reproduction.sh                 # the main comparison, from the shipped cold start, on the ZPD pool
 #   ABLATIONS=1 bash run_scripts/run_toy_reproduction.sh     # adds the ablation arms
-#   COLD_START=build bash run_scripts/run_toy_reproduction.sh  # rebuild the cold start first (about an hour)
+#   COLD_START=build bash run_scripts/run_toy_reproduction.sh  # rebuild the base and the cold start first (about 100 minutes)
 #   QUICK=1 bash run_scripts/run_toy_reproduction.sh         # every stage in minutes (CI)
 #   ARMS=opsd COLD_START=shipped PRE_RL=0 QUICK=1 bash run_scripts/run_toy_reproduction.sh  # one arm, no cold-start stages
 #
@@ -32,13 +32,14 @@
 #                $WORK_DIR; the QUICK default), or the path of an HF folder
 #   SEEDS        default "0 1 2" (QUICK: "0");  ARMS: default "grpo tapo tapo_teacher" (or any of
 #                the arms above, e.g. "grpo opsd");  ABLATIONS=1
-#   RL_STEPS     default 40 (QUICK: 2)
+#   RL_STEPS     default 100 (QUICK: 2)
 #   EVAL_SPLIT   test (default) or val: where the arms are scored (val for choosing settings: sweeps)
 #   RL_EXTRA     extra hydra overrides for every arm (sweeps), e.g. "actor_rollout_ref.actor.optim.lr=1e-4"
 #   PRE_RL=0     skip the pre-RL measurements of the cold start (a sweep's later points)
-#   ZPD=1        train the arms on the paper's ZPD pool: the training problems the cold start solves
-#                1-7 times of 8 (recipe_tapo.data.difficulty_filter, the GPU pipeline's code path);
-#                default 0, as today's results were measured. Use a fresh WORK_DIR when switching it.
+#   ZPD          1 (default; QUICK: 0): train the arms on the paper's ZPD pool, the training problems
+#                the cold start solves 1-7 times of 8 (recipe_tapo.data.difficulty_filter, the GPU
+#                pipeline's code path); 0: on all of them (the first toy's runs). Use a fresh WORK_DIR
+#                when switching it.
 #   EXPORT_DIR   where seed 0's final HF checkpoint of each arm is copied (<arm>/); default
 #                docs/toy_experiment/checkpoints for a full test-split run with no RL_EXTRA, else
 #                $WORK_DIR/export
@@ -59,17 +60,18 @@ ABLATIONS=${ABLATIONS:-0}
 EVAL_SPLIT=${EVAL_SPLIT:-test}
 RL_EXTRA=${RL_EXTRA:-}
 PRE_RL=${PRE_RL:-1}
-ZPD=${ZPD:-0}
 if [[ "$QUICK" == 1 ]]; then
     WORK_DIR=${WORK_DIR:-$REPO/outputs/toy_reproduction_quick}
     SEEDS=${SEEDS:-0}
     RL_STEPS=${RL_STEPS:-2}
     COLD_START=${COLD_START:-build}
+    ZPD=${ZPD:-0}   # QUICK's few-step cold start may solve no training problem 1-3 times of 4
 else
     WORK_DIR=${WORK_DIR:-$REPO/outputs/toy_reproduction}
     SEEDS=${SEEDS:-0 1 2}
-    RL_STEPS=${RL_STEPS:-40}
+    RL_STEPS=${RL_STEPS:-100}
     COLD_START=${COLD_START:-shipped}
+    ZPD=${ZPD:-1}
 fi
 ARMS=${ARMS:-grpo tapo tapo_teacher}
 if [[ "$ABLATIONS" == 1 ]]; then
@@ -133,39 +135,45 @@ if [[ "$QUICK" == 1 ]]; then
     VAL_RL=8
     RL_SIZE=(data.train_batch_size=4 actor_rollout_ref.actor.ppo_mini_batch_size=4 trainer.test_freq=2)
 else
-    BUILD_ARGS=(--sft 20000)   # build.py's split sizes: 1000 test, 500 validation, 4000 training problems
-    # 2000 steps of 32 (3.2 epochs of the SFT file): in a plain-torch probe of this model and data,
-    # sampled accuracy was still climbing at 1250 steps (6% at 1000, 14% at 1250). Measured after the
-    # 2000 steps: 60.7%, 22 of 64 validation groups in the paper's DCS band. All before any RL run.
-    BASE_STEPS=2000; BASE_BATCH=32
+    BUILD_ARGS=()   # build.py's defaults: 1000 test, 500 validation, 4000 training problems, 20000 SFT chats
+    # 4000 steps of 32 (6.4 epochs of the SFT file), chosen on the pilots before any RL run
+    # (docs/toy_experiment/pilots/): at 2000 steps the base did not yet tie its reflections to its wrong
+    # lines (pilot 2); at 4000 it reflects after 11% of its own wrong lines and 6% of right ones, and
+    # 62% of those reflections end right (pilot 3, slip rate 0.16). About 38 minutes here.
+    BASE_STEPS=4000; BASE_BATCH=32
     MEASURE_N=8
-    # The cold start, set from the cold-started policy's own synthesis measured before RL
-    # (docs/toy_experiment/COMMAND.md, "Pre-RL"): issue 11's anchor-mode cold start (1000 problems,
-    # 900 steps) spliced 26% of 656 requests on the RL prompts, 40% of them right -> verbatim mode, the
-    # question last in the template, twice the data and 2400 steps: 67% of 192 requests spliced,
-    # 45% right (58% with greedy synthesis, the profile's setting).
+    # The cold start, set on the first toy from the cold-started policy's own synthesis measured before
+    # RL (docs/toy_experiment/2026-12-03_first_toy/COMMAND.md, "Pre-RL"): an anchor-mode cold start
+    # spliced 26% of requests, 40% of them right -> verbatim mode, the question last in the template,
+    # this data and 2400 steps: 67% spliced, 58% right with greedy synthesis. Kept for this toy: 98%
+    # of 508 requests spliced, 55% right (docs/toy_experiment/COMMAND.md).
     COLD_LIMIT=2000; COLD_SYNTHESIS=4000; COLD_SOLUTIONS=1000; COLD_PLAIN=2000
     COLD_STEPS=2400; COLD_BATCH=16; COLD_LR=3e-3
     SYNTHESIS_PROBLEMS=500
     EVAL_N=4; EVAL_K=(1 2 4)
-    # One answer of the cold start per problem: about 200 of 1000 test answers are wrong (77.5% sampled
-    # accuracy), so at most 200 prefixes of each kind, each continued 4 times (about 20 s per checkpoint).
+    # One answer of the cold start per problem: about 300 of 1000 test answers are wrong (69.6% sampled
+    # accuracy); 200 prefixes of each kind, each continued 4 times (about 20 s per checkpoint).
     PROBE_PREFIXES=200; PROBE_SAMPLES=1; PROBE_K=4
     ZPD_K=8   # the paper's filter: solved 1-7 times of 8
     VAL_RL=32
     RL_SIZE=()
 fi
+# Lengths (every QUICK setting too: the task is the same). The base SFT chats are at most 186 tokens
+# with the chat template; the solutions at most 144 characters (= tokens), so generation stops at 160
+# as the RL rollouts do (profile toy_run's data.max_response_length).
+BASE_MAX_LENGTH=192
+GEN_TOKENS=160
 # verl's SFT dataset pads every example to max_length, so the SFT step costs in proportion: the
-# verbatim examples are at most 517 tokens (chat template included); 1 of the 7000 loses the end of
-# its closing tag.
-COLD_MAX_LENGTH=512
+# verbatim examples of the default build are at most 601 tokens (chat template included; 261 of the
+# 7000 are longer than 512, which would cut their corrected ending).
+COLD_MAX_LENGTH=608
 
 # The TAPO settings the RL runs use (profile toy_run: verbatim mode, budgets, DCS band), so the cold
 # start's synthesis prompts are exactly theirs.
 PROFILE="profile=[tiny_cpu,toy_run]"
 TAPO_SETTINGS=("$PROFILE" "tapo.synthesis.template_path=$TEMPLATE")
 # OPSD on the toy: the privileged prompt is the toy's bare problem after its right solution (77-113
-# tokens with the chat template); 256 leaves room and fits the start-up check (256 + the 128-token
+# tokens with the chat template); 256 leaves room and fits the start-up check (256 + the 160-token
 # responses within the profile's rollout.max_model_len of 1088). The teacher rows of every tenth step
 # are dumped to runs/<arm>_s<seed>/opsd_dump/.
 OPSD_SETTINGS="algorithm.adv_estimator=grpo tapo.enable=false opsd.enable=true opsd.max_prompt_tokens=256"
@@ -233,8 +241,8 @@ head_rows() {
 }
 
 run_base_sft() {
-    # plain SFT on solutions with 8% wrong steps: the starting skill and the natural mistakes
-    sft "$BASE_DIR" model.path="$TOY/model" data.train_files="$DATA/sft.parquet" data.max_length=128 \
+    # plain SFT on solutions with slipped steps, half of them caught: the starting skill, the natural mistakes and the habit of reflecting
+    sft "$BASE_DIR" model.path="$TOY/model" data.train_files="$DATA/sft.parquet" data.max_length=$BASE_MAX_LENGTH \
         data.train_batch_size=$BASE_BATCH data.micro_batch_size_per_gpu=$BASE_BATCH data.max_token_len_per_gpu=8192 \
         optim.lr=3e-3 trainer.total_training_steps=$BASE_STEPS trainer.save_freq=$BASE_STEPS \
         trainer.experiment_name=toy_base_sft
@@ -246,7 +254,7 @@ evaluate() {
     shift 4
     rm -rf "$out"
     python -m recipe_tapo.evaluation.evaluate --backend hf --model "$model" --data "$data" --out-dir "$out" \
-        --n "$n" --k "$@" --temperature 1.0 --top-p 1.0 --max-new-tokens 128 --seed 0
+        --n "$n" --k "$@" --temperature 1.0 --top-p 1.0 --max-new-tokens $GEN_TOKENS --seed 0
 }
 
 # evaluate_policy MODEL OUT: the arms' evaluation on $EVAL_SPLIT: $EVAL_N samples at temperature 1
@@ -254,7 +262,7 @@ evaluate() {
 evaluate_policy() {
     evaluate "$1" "$DATA/$EVAL_SPLIT.parquet" "$2" $EVAL_N "${EVAL_K[@]}"
     python -m recipe_tapo.evaluation.evaluate --backend hf --model "$1" --data "$DATA/$EVAL_SPLIT.parquet" \
-        --out-dir "$2/greedy" --n 1 --k 1 --temperature 0 --max-new-tokens 128 --seed 0
+        --out-dir "$2/greedy" --n 1 --k 1 --temperature 0 --max-new-tokens $GEN_TOKENS --seed 0
 }
 
 # The probe set: the cold start's answers on $EVAL_SPLIT cut after their first wrong line (and right
@@ -262,14 +270,14 @@ evaluate_policy() {
 build_probe_set() {
     mkdir -p "$PROBE"
     python -m recipe_tapo.toy.probe build --model "$MODEL" --data "$DATA/$EVAL_SPLIT.parquet" \
-        --out "$PROBE/probe_set.jsonl" --prefixes $PROBE_PREFIXES --samples $PROBE_SAMPLES --seed 0
+        --out "$PROBE/probe_set.jsonl" --prefixes $PROBE_PREFIXES --samples $PROBE_SAMPLES --max-new-tokens $GEN_TOKENS --seed 0
 }
 
 # probe_policy MODEL OUT: MODEL continues every prefix $PROBE_K times, sampled as the evaluation samples
 probe_policy() {
     rm -rf "$2"
     python -m recipe_tapo.toy.probe run --model "$1" --probe-set "$PROBE/probe_set.jsonl" --out-dir "$2" \
-        --k $PROBE_K --temperature 1.0 --top-p 1.0 --max-new-tokens 128 --seed 0
+        --k $PROBE_K --temperature 1.0 --top-p 1.0 --max-new-tokens $GEN_TOKENS --seed 0
 }
 
 # The paper's ZPD filter on the RL training pool, by the cold start, sampled as the rollouts
@@ -278,7 +286,7 @@ run_zpd_filter() {
     mkdir -p "$(dirname "$ZPD_POOL")"
     python -m recipe_tapo.data.difficulty_filter --backend hf --model "$MODEL" --input "$DATA/train.parquet" \
         --output "$ZPD_POOL" --k $ZPD_K --min-correct 1 --max-correct $((ZPD_K - 1)) --temperature 1.0 --top-p 1.0 \
-        --max-new-tokens 128 --seed 0
+        --max-new-tokens $GEN_TOKENS --seed 0
     python -c "import pandas as pd, sys; n = len(pd.read_parquet(sys.argv[1])); sys.exit(0 if n else f'the ZPD filter kept no training problem ({sys.argv[1]}): the cold start solves none of them 1-{sys.argv[2]} times of {sys.argv[3]}')" \
         "$ZPD_POOL" $((ZPD_K - 1)) $ZPD_K
 }

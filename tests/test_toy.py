@@ -1,4 +1,4 @@
-"""The toy task: chains of 1-digit additions/subtractions from a 2-digit start, with natural, checkable mistakes."""
+"""The toy task: chains of additions/subtractions from a 2-digit start, with natural, checkable mistakes."""
 
 import json
 import os
@@ -19,6 +19,7 @@ from recipe_tapo.toy.task import (
     ChainProblem,
     first_uncaught_wrong_step,
     first_wrong_step,
+    is_hard_step,
     kept_step_lines,
     parse_problem,
     sample_problem,
@@ -45,7 +46,7 @@ def test_problems_keep_the_running_total_within_0_to_99():
     rng = random.Random(7)
     problems = [sample_problem(rng) for _ in range(2000)]
     for problem in problems:
-        assert 10 <= problem.terms[0] <= 99 and all(2 <= term <= 9 for term in problem.terms[1:])
+        assert 10 <= problem.terms[0] <= 99 and all(2 <= term <= 9 or 11 <= term <= 49 for term in problem.terms[1:])
         assert all(0 <= value <= 99 for value in problem.partial_results())
     assert {len(problem.terms) for problem in problems} == {3, 4, 5}
     assert 0.4 < sum(op == "+" for problem in problems for op in problem.ops) / sum(len(p.ops) for p in problems) < 0.6
@@ -82,13 +83,40 @@ def test_a_wider_range_keeps_the_total_within_0_to_99_and_mixes_term_sizes():
     assert {len(problem.terms) for problem in problems} == {3, 4, 5, 6, 7}
 
 
-def test_without_the_new_options_the_draws_are_the_shipped_toys():
-    # the shipped checkpoints' data were drawn before the options existed: same seed, same problems and texts
-    assert [sample_problem(random.Random(seed)) for seed in range(20)] == \
-        [sample_problem(random.Random(seed), 3, 5, two_digit_share=0.0) for seed in range(20)]
+def test_the_default_draws_are_the_toy_tasks_and_share_zero_gives_the_first_toys_terms():
+    # other tools (the probe, the quick start, users' checks) sample the training distribution by
+    # sample_problem(rng) alone: 3-5 terms, one term in five 2-digit
+    assert [sample_problem(random.Random(seed)) for seed in range(50)] == \
+        [sample_problem(random.Random(seed), 3, 5, two_digit_share=0.2) for seed in range(50)]
+    rng = random.Random(3)
+    default_terms = [term for _ in range(2000) for term in sample_problem(rng).terms[1:]]
+    assert 0.17 < sum(term >= 11 for term in default_terms) / len(default_terms) < 0.23
+    rng = random.Random(3)
+    assert all(2 <= term <= 9 for _ in range(500) for term in sample_problem(rng, two_digit_share=0.0).terms[1:])
     problem = ChainProblem((61, 7, 8, 9, 4), ("-", "+", "-", "+"))
+    # reflect_rate 0 draws exactly what a solution without the option drew: slips carried forward
     assert [write_solution(problem, random.Random(seed), 0.3) for seed in range(20)] == \
         [write_solution(problem, random.Random(seed), 0.3, reflect_rate=0.0) for seed in range(20)]
+
+
+def test_hard_steps_are_carries_borrows_and_two_digit_terms():
+    assert is_hard_step(47, "+", 5) and is_hard_step(40, "-", 3) and is_hard_step(12, "+", 11)
+    assert not is_hard_step(43, "+", 5) and not is_hard_step(47, "-", 3) and not is_hard_step(40, "+", 9)
+
+
+def test_with_a_hard_step_rate_only_hard_steps_slip_and_without_it_the_draws_are_unchanged():
+    rng = random.Random(5)
+    for _ in range(300):
+        problem = sample_problem(rng)
+        text, _ = write_solution(problem, rng, error_rate=0.0, hard_error_rate=1.0)
+        steps = [line for line in text.split("\n") if " = " in line]
+        values = [problem.terms[0]] + [int(line.rsplit(" = ", 1)[1]) for line in steps]
+        for left, op, term, shown in zip(values, problem.ops, problem.terms[1:], values[1:]):
+            right = left + term if op == "+" else left - term
+            assert (shown != right) == is_hard_step(left, op, term)
+    problem = ChainProblem((61, 7, 8, 9, 4), ("-", "+", "-", "+"))
+    assert [write_solution(problem, random.Random(seed), 0.3, 0.5) for seed in range(20)] == \
+        [write_solution(problem, random.Random(seed), 0.3, 0.5, hard_error_rate=None) for seed in range(20)]
 
 
 def test_a_caught_slip_is_reflected_on_and_the_solution_goes_on_from_the_right_value():
@@ -330,8 +358,9 @@ def test_the_report_shows_the_opsd_arms_logged_metrics_per_step(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--reflect-rate", "1.5"], "--reflect-rate and --two-digit-share must be in [0, 1], got 1.5 and 0.0"),
-    (["--two-digit-share", "-0.1"], "--reflect-rate and --two-digit-share must be in [0, 1], got 0.0 and -0.1"),
+    (["--reflect-rate", "1.5"], "--reflect-rate and --two-digit-share must be in [0, 1], got 1.5 and 0.2"),
+    (["--two-digit-share", "-0.1"], "--reflect-rate and --two-digit-share must be in [0, 1], got 0.5 and -0.1"),
+    (["--hard-error-rate", "1.0"], "--hard-error-rate must be in [0, 1), got 1.0"),
     (["--min-terms", "5", "--max-terms", "4"], "--min-terms and --max-terms need 2 <= min <= max, got 5 and 4"),
 ])
 def test_the_builder_refuses_options_that_cannot_work(tmp_path, capsys, args, message):

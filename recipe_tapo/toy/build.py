@@ -1,8 +1,8 @@
 """Build the toy task's model and data, deterministically by seed.
 
     python -m recipe_tapo.toy.build --out DIR [--seed 0] [--train 4000] [--val 500] [--test 1000] \\
-        [--sft 6000] [--error-rate 0.08] [--reflect-rate 0] [--min-terms 3] [--max-terms 5] \\
-        [--two-digit-share 0] [--data-only]
+        [--sft 20000] [--error-rate 0.16] [--hard-error-rate R] [--reflect-rate 0.5] [--min-terms 3] \\
+        [--max-terms 5] [--two-digit-share 0.2] [--data-only]
 
 writes into DIR:
 - `model/`: a character-level tokenizer (byte-level BPE with no merges: one token per ASCII
@@ -15,7 +15,8 @@ writes into DIR:
   The prompt is the bare problem: the recipe's instruction suffix would be 70 of a ~100-character
   prompt, pure cost for a character-level model that learns the `\\boxed{}` format from SFT anyway;
 - `data/sft.parquet`: `messages` chats (prompt, then a step-per-line solution in which each step is
-  wrong with probability `--error-rate`, and a wrong step is caught, with probability `--reflect-rate`,
+  wrong with probability `--error-rate` (`--hard-error-rate` for a step with a carry, a borrow or a
+  2-digit term, when given), and a wrong step is caught, with probability `--reflect-rate`,
   by a reflection line and the right value: `recipe_tapo.toy.task.write_solution`), for the plain
   SFT that gives the policy its starting skill and its natural mistakes (with `--data-only`: the RL splits alone, for a run from a trained
   checkpoint; the same seed and sizes give the same splits).
@@ -43,7 +44,8 @@ def build_model_dir(out_dir: str, seed: int = 0) -> str:
 
 
 def build_data(out_dir: str, seed: int, train: int, val: int, test: int, sft: int, error_rate: float,
-               reflect_rate: float = 0.0, difficulty: dict | None = None) -> dict[str, str]:
+               reflect_rate: float = 0.0, difficulty: dict | None = None,
+               hard_error_rate: float | None = None) -> dict[str, str]:
     """The RL splits (disjoint problems) and the SFT chats; returns the paths by name. `difficulty`:
     `sample_problem`'s keyword arguments (`min_terms`, `max_terms`, `two_digit_share`)."""
     import pandas as pd
@@ -79,7 +81,7 @@ def build_data(out_dir: str, seed: int, train: int, val: int, test: int, sft: in
         problem = sample_problem(rng, **(difficulty or {}))
         if problem.text in held_out:
             continue
-        solution, _ = write_solution(problem, rng, error_rate, reflect_rate)
+        solution, _ = write_solution(problem, rng, error_rate, reflect_rate, hard_error_rate)
         chats.append({"messages": [*build_prompt(problem.text, suffix=""), {"role": "assistant", "content": solution}]})
     paths["sft"] = os.path.join(out_dir, "sft.parquet")
     pd.DataFrame(chats).to_parquet(paths["sft"], index=False)
@@ -93,17 +95,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train", type=int, default=4000)
     parser.add_argument("--val", type=int, default=500)
     parser.add_argument("--test", type=int, default=1000)
-    parser.add_argument("--sft", type=int, default=6000)
-    parser.add_argument("--error-rate", type=float, default=0.08, help="chance that an SFT solution step is wrong")
-    parser.add_argument("--reflect-rate", type=float, default=0.0,
+    parser.add_argument("--sft", type=int, default=20000)
+    parser.add_argument("--error-rate", type=float, default=0.16, help="chance that an SFT solution step is wrong")
+    parser.add_argument("--hard-error-rate", type=float, default=None,
+                        help="chance that a hard step (a carry or borrow across a ten, or a 2-digit term) is wrong; "
+                             "default: --error-rate for every step")
+    parser.add_argument("--reflect-rate", type=float, default=0.5,
                         help="chance that an SFT solution's slipped step is followed by a reflection and the right value")
     parser.add_argument("--min-terms", type=int, default=3)
     parser.add_argument("--max-terms", type=int, default=5)
-    parser.add_argument("--two-digit-share", type=float, default=0.0, help="chance that a term has 2 digits (11-49)")
+    parser.add_argument("--two-digit-share", type=float, default=0.2, help="chance that a term has 2 digits (11-49)")
     parser.add_argument("--data-only", action="store_true", help="the RL splits only: no model, no SFT file")
     args = parser.parse_args(argv)
     if not 0.0 <= args.error_rate < 1.0:
         parser.error(f"--error-rate must be in [0, 1), got {args.error_rate}")
+    if args.hard_error_rate is not None and not 0.0 <= args.hard_error_rate < 1.0:
+        parser.error(f"--hard-error-rate must be in [0, 1), got {args.hard_error_rate}")
     if not 0.0 <= args.reflect_rate <= 1.0 or not 0.0 <= args.two_digit_share <= 1.0:
         parser.error(f"--reflect-rate and --two-digit-share must be in [0, 1], got {args.reflect_rate} and {args.two_digit_share}")
     if not 2 <= args.min_terms <= args.max_terms:
@@ -113,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     sft = 0 if args.data_only else args.sft
     difficulty = {"min_terms": args.min_terms, "max_terms": args.max_terms, "two_digit_share": args.two_digit_share}
     paths = build_data(os.path.join(args.out, "data"), args.seed, args.train, args.val, args.test, sft, args.error_rate,
-                       args.reflect_rate, difficulty)
+                       args.reflect_rate, difficulty, args.hard_error_rate)
     for name, path in paths.items():
         print(f"{name}: {path}")
 

@@ -310,7 +310,7 @@ def main(argv: list[str] | None = None) -> None:
         # sampled as the toy's evaluation samples
         command.add_argument("--temperature", type=float, default=1.0)
         command.add_argument("--top-p", type=float, default=1.0)
-        command.add_argument("--max-new-tokens", type=int, default=128)
+        command.add_argument("--max-new-tokens", type=int, default=160)
         command.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     for name in ("prefixes", "samples", "limit", "k", "max_new_tokens"):

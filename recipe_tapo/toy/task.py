@@ -1,19 +1,21 @@
-"""Chains of 3-5 terms: a 2-digit start, then 1-digit additions and subtractions, one step per line.
+"""Chains of 3-5 terms: a 2-digit start, then additions and subtractions of 1-digit terms and, one
+time in five, a 2-digit term (11-49); one step per line.
 
-    Compute 47 + 5 - 8 + 6.           ->   47 + 5 = 52
-                                           52 - 8 = 44
-                                           44 + 6 = 50
-                                           \\boxed{50}
+    Compute 47 + 5 - 28 + 6.          ->   47 + 5 = 52
+                                           52 - 28 = 24
+                                           24 + 6 = 30
+                                           \\boxed{30}
 
-The running total stays within 0..99 (an operation that would leave it flips its sign). Why 1-digit
-terms: measured on the 2-core machine, a 0.6M character-level model trained on 2-digit + 2-digit
-chains reached 1.8% sampled accuracy after 23 minutes of SFT, too few mixed groups for either arm
-to learn from; with 1-digit terms the same model and budget learn the task, and the carries and
-borrows still give natural slips (README, "Toy experiment").
+The running total stays within 0..99 (an operation that would leave it flips its sign). Why this
+range (issue 23, measured on the 2-core machine with the 0.6M character-level model; the pilots in
+docs/toy_experiment/pilots/): with 1-digit terms only (the first toy) the cold start solved 80% of
+problems and few groups reached the paper's DCS band; with half the terms 2-digit and up to 6 terms the
+base reached 4.8% after 2000 SFT steps; one 2-digit term in five spreads per-problem accuracy from 0
+to 1, which the paper's ZPD filter and DCS band need.
 
-`sample_problem`'s options widen the range (longer chains, 2-digit terms 11-49), and
 `write_solution`'s `reflect_rate` gives solutions that catch some of their slips ("Wait, 52 - 8 = 44,
-not 45." on the next line, then the right value), in the form the TAPO constructions use.
+not 45." on the next line, then the right value), in the form the TAPO constructions use: the base
+policy's native habit of reflecting, as a pretrained reasoning model has it.
 
 Mistakes are natural and checkable: a step's result is off (a carry or borrow slip of 1 or 10, or
 two digits swapped) and the following steps carry the wrong value forward correctly, so the final
@@ -59,7 +61,7 @@ class ChainProblem:
         return results
 
 
-def sample_problem(rng: random.Random, min_terms: int = 3, max_terms: int = 5, two_digit_share: float = 0.0) -> ChainProblem:
+def sample_problem(rng: random.Random, min_terms: int = 3, max_terms: int = 5, two_digit_share: float = 0.2) -> ChainProblem:
     """A 2-digit start, then terms of 1 digit (2-9) or, each with probability `two_digit_share`, of 2 digits
     (11-49); an operation that would take the total out of 0..99 flips.
 
@@ -100,12 +102,21 @@ def slip(value: int, rng: random.Random) -> int:
     return rng.choice(sorted(candidates))
 
 
+def is_hard_step(left: int, op: str, term: int) -> bool:
+    """A step that needs more than a units-digit fact: a 2-digit term, or a carry (borrow) across a ten."""
+    if term >= 10:
+        return True
+    return left % 10 + term >= 10 if op == "+" else left % 10 < term
+
+
 def write_solution(problem: ChainProblem, rng: random.Random, error_rate: float = 0.0,
-                   reflect_rate: float = 0.0) -> tuple[str, bool]:
-    """A step-per-line solution; each step is slipped with probability `error_rate`, and a slipped step
-    is followed, with probability `reflect_rate`, by a reflection line in the constructions' form
-    ("Wait, 52 - 8 = 44, not 45.") and the rest from the right value: the habit of a reasoning model that
-    sometimes catches its own slip. Unreflected slips carry forward.
+                   reflect_rate: float = 0.0, hard_error_rate: float | None = None) -> tuple[str, bool]:
+    """A step-per-line solution; each step is slipped with probability `error_rate` (`hard_error_rate`
+    for a hard step, `is_hard_step`, when given: slips where a learner's skill ends, so that problems
+    differ in difficulty), and a slipped step is followed, with probability `reflect_rate`, by a
+    reflection line in the constructions' form ("Wait, 52 - 8 = 44, not 45.") and the rest from the
+    right value: the habit of a reasoning model that sometimes catches its own slip. Unreflected slips
+    carry forward.
 
     Returns the text and whether its final answer is right.
     """
@@ -113,7 +124,8 @@ def write_solution(problem: ChainProblem, rng: random.Random, error_rate: float 
     for op, term in zip(problem.ops, problem.terms[1:], strict=True):
         correct = value + term if op == "+" else value - term
         result = correct
-        if rng.random() < error_rate:
+        rate = hard_error_rate if hard_error_rate is not None and is_hard_step(value, op, term) else error_rate
+        if rng.random() < rate:
             result = slip(correct, rng)
         lines.append(f"{value} {op} {term} = {result}")
         if result != correct and reflect_rate and rng.random() < reflect_rate:
