@@ -114,9 +114,28 @@ def test_with_a_hard_step_rate_only_hard_steps_slip_and_without_it_the_draws_are
         for left, op, term, shown in zip(values, problem.ops, problem.terms[1:], values[1:]):
             right = left + term if op == "+" else left - term
             assert (shown != right) == is_hard_step(left, op, term)
+    # one rate for both kinds of step draws exactly what the single rate drew: the option spends no draws
     problem = ChainProblem((61, 7, 8, 9, 4), ("-", "+", "-", "+"))
-    assert [write_solution(problem, random.Random(seed), 0.3, 0.5) for seed in range(20)] == \
-        [write_solution(problem, random.Random(seed), 0.3, 0.5, hard_error_rate=None) for seed in range(20)]
+    assert [write_solution(problem, random.Random(seed), 0.3, 0.5) for seed in range(40)] == \
+        [write_solution(problem, random.Random(seed), 0.3, 0.5, hard_error_rate=0.3) for seed in range(40)]
+
+
+def test_the_builder_writes_hard_step_slips_into_the_sft_file(tmp_path):
+    import pandas as pd
+
+    from recipe_tapo.toy.build import main
+
+    main(["--out", str(tmp_path), "--train", "2", "--val", "1", "--test", "1", "--sft", "200",
+          "--error-rate", "0", "--hard-error-rate", "0.5", "--reflect-rate", "0"])
+    slipped = 0
+    for messages in pd.read_parquet(tmp_path / "data" / "sft.parquet")["messages"]:
+        problem, solution = parse_problem(messages[0]["content"]), messages[-1]["content"]
+        values = [problem.terms[0]] + [int(line.rsplit(" = ", 1)[1]) for line in solution.split("\n") if " = " in line]
+        for left, op, term, shown in zip(values, problem.ops, problem.terms[1:], values[1:]):
+            if shown != (left + term if op == "+" else left - term):
+                slipped += 1
+                assert is_hard_step(left, op, term)  # easy steps never slip at --error-rate 0
+    assert slipped > 50
 
 
 def test_a_caught_slip_is_reflected_on_and_the_solution_goes_on_from_the_right_value():
