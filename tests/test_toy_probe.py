@@ -14,6 +14,7 @@ from recipe_tapo.toy.probe import (
     WRONG_LINE,
     classify,
     clustered_share,
+    cut_after_hard_step,
     cut_after_line,
     load_probe_set,
     main,
@@ -160,6 +161,29 @@ def test_the_summary_counts_each_share_over_its_own_continuations():
     assert summary["reflection_token_probability_after_right"] == 0.01
 
 
+def test_the_split_by_the_cut_step_counts_hard_and_easy_prefixes_apart():
+    def tagged(kind, index, hard, pairs):
+        return [{**verdict, "hard_step": hard} for verdict in _verdicts(kind, index, pairs)]
+
+    verdicts = (tagged(WRONG_LINE, 0, True, [(True, True), (False, False)])
+                + tagged(WRONG_LINE, 1, False, [(False, False)] * 2)
+                + tagged(RIGHT_LINE, 2, True, [(True, True), (False, True)])
+                + tagged(RIGHT_LINE, 3, True, [(False, True)] * 2)
+                + tagged(RIGHT_LINE, 4, None, [(True, True)] * 2))  # no step line: in neither half
+    summary = summarize(verdicts, {})
+    counts = {key: (summary[key]["count"], summary[key]["total"]) for key in
+              ("reflect_after_wrong_hard", "reflect_after_wrong_easy", "false_alarm_hard")}
+    assert counts == {"reflect_after_wrong_hard": (1, 2), "reflect_after_wrong_easy": (0, 2), "false_alarm_hard": (1, 4)}
+    assert summary["false_alarm_easy"] is None
+    assert (summary["false_alarm"]["count"], summary["false_alarm"]["total"]) == (3, 6)
+
+
+def test_the_cut_line_is_hard_after_a_carry_a_borrow_or_a_two_digit_term():
+    assert cut_after_hard_step("47 + 5 = 52\n") and cut_after_hard_step("40 + 5 = 45\n45 - 27 = 17\n")
+    assert cut_after_hard_step("52 - 8 = 45\n")  # a borrow, though the line is wrong
+    assert cut_after_hard_step("40 + 5 = 45\n") is False and cut_after_hard_step("\\boxed{45}\n") is None
+
+
 def test_without_reflections_the_share_right_among_them_is_missing_not_zero():
     summary = summarize(_verdicts(WRONG_LINE, 0, [(False, True)] * 2), {})
     assert summary["right_among_reflecting"] is None and summary["false_alarm"] is None
@@ -245,12 +269,13 @@ def test_the_probe_builds_and_runs_on_the_shipped_cold_start(tmp_path):
     assert (tmp_path / "again.jsonl").read_text() == open(probe_set).read()
 
 
-def _write_probe(folder, right_share, right_count):
+def _write_probe(folder, right_share, right_count, split=None):
     share = {"share": right_share, "count": right_count, "total": 40, "low": 0.01, "high": 0.2, "interval": "x"}
     none = {"share": 0.0, "count": 0, "total": 40, "low": 0.0, "high": 0.1, "interval": "x"}
     metrics = {"wrong_line_prefixes": 10, "right_line_prefixes": 10, "reflect_after_wrong": none,
                "right_after_wrong": share, "right_among_reflecting": None, "false_alarm": none,
-               "reflection_token_probability_after_wrong": 0.0002, "reflection_token_probability_after_right": 0.0001}
+               "reflection_token_probability_after_wrong": 0.0002, "reflection_token_probability_after_right": 0.0001,
+               **(split or {})}
     os.makedirs(folder)
     with open(os.path.join(folder, "probe_results.json"), "w", encoding="utf-8") as handle:
         json.dump({"k": 4, "temperature": 1.0, "metrics": metrics}, handle)
@@ -272,6 +297,25 @@ def test_the_report_shows_each_arms_probe_over_seeds_and_each_seeds_own_interval
     assert "| grpo | 1 | 0.0 [0.0, 10.0] (0/40) | 10.0 [1.0, 20.0] (4/40) | n/a |" in section
     assert "| tapo | 0 | missing | missing | missing | missing |" in section
     assert "0.000200 ± 0.000000" in section
+    assert "by the step the prefix was cut after" not in section  # probes written before the split have none
+
+
+def test_the_report_splits_reflection_by_the_cut_step_when_the_probes_have_it(tmp_path):
+    from recipe_tapo.toy.report import collect, render
+
+    def split(hard_wrong, hard_right):
+        def share(value, count):
+            return {"share": value, "count": count, "total": 20, "low": 0.0, "high": 0.5, "interval": "x"}
+        return {"reflect_after_wrong_hard": share(hard_wrong, int(20 * hard_wrong)), "reflect_after_wrong_easy": None,
+                "false_alarm_hard": share(hard_right, int(20 * hard_right)), "false_alarm_easy": share(0.0, 0)}
+
+    _write_probe(str(tmp_path / "eval" / "probe" / "grpo_s0"), 0.05, 2, split(0.30, 0.10))
+    _write_probe(str(tmp_path / "eval" / "probe" / "grpo_s1"), 0.10, 4, split(0.20, 0.20))
+    _write_probe(str(tmp_path / "eval" / "probe" / "cold_start"), 0.025, 1, split(0.25, 0.05))
+    report = render(collect(str(tmp_path), ["grpo"], ["0", "1"]), ["grpo"], ["0", "1"], 40, False, "x")
+    section = report.split("by the step the prefix was cut after")[1].split("\n## ")[0]
+    assert "| cold start | 25.0 [0.0, 50.0] (5/20) | n/a | 5.0 [0.0, 50.0] (1/20) | 0.0 [0.0, 50.0] (0/20) |" in section
+    assert "| grpo | 25.0 ± 7.1 | n/a | 15.0 ± 7.1 | 0.0 ± 0.0 |" in section
 
 
 def test_the_report_states_the_zpd_pool_from_the_filters_counts(tmp_path):

@@ -26,6 +26,9 @@ first line opens a reflection in the constructions' form (`recipe_tapo.toy.task.
   narrow). When the count is 0 or all, every resample repeats it and the bootstrap collapses to a
   point; there the Wilson interval over the N prefixes is given instead (the effective sample size
   lies between N and N x K, so counting prefixes is the conservative end);
+- the reflection shares again by the step the prefix was cut after, hard or easy
+  (`recipe_tapo.toy.task.is_hard_step`: a carry, a borrow or a 2-digit term), the `_hard` and `_easy`
+  keys: whether reflection follows a wrong line or merely a hard one;
 - the model's next-token probability of the reflection's first token (the first token of
   "Wait," under the checkpoint's tokenizer) right after the cut, averaged over prefixes of each kind:
   one forward pass per prefix;
@@ -44,7 +47,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from recipe_tapo.textio import iter_json_lines, write_json_line
-from recipe_tapo.toy.task import REFLECTION_OPENER, begins_reflection, first_wrong_step, step_line_indices
+from recipe_tapo.toy.task import (REFLECTION_OPENER, begins_reflection, first_wrong_step, is_hard_step_line,
+                                  step_line_indices)
 
 WRONG_LINE, RIGHT_LINE = "wrong_line", "right_line"
 BOOTSTRAP_RESAMPLES = 2000
@@ -173,8 +177,14 @@ def clustered_share(clusters: Sequence[tuple[int, int]], seed: int = 0,
     return Share(count, total, low, high, f"cluster bootstrap over {len(clusters)} prefixes")
 
 
+def cut_after_hard_step(prefix: str) -> bool | None:
+    """Whether the last line of `prefix` (the line it was cut after) is a hard step; None when it is no step line."""
+    return is_hard_step_line(prefix.rstrip("\n").rsplit("\n", 1)[-1])
+
+
 def summarize(verdicts: Sequence[dict], token_probabilities: dict[str, list[float]], seed: int = 0) -> dict:
-    """The probe's figures from per-continuation verdicts (`kind`, `prefix_index`, `reflects`, `right`)."""
+    """The probe's figures from per-continuation verdicts (`kind`, `prefix_index`, `reflects`, `right`, and
+    `hard_step` for the split by the cut line's step)."""
     by_prefix: dict[tuple[str, int], list[dict]] = {}
     for verdict in verdicts:
         by_prefix.setdefault((verdict["kind"], verdict["prefix_index"]), []).append(verdict)
@@ -189,6 +199,12 @@ def summarize(verdicts: Sequence[dict], token_probabilities: dict[str, list[floa
     def mean(values):
         return sum(values) / len(values) if values else None
 
+    def of_step(groups, hard):
+        return [group for group in groups if group[0].get("hard_step") is hard]
+
+    split = {f"{key}_{name}": share(of_step(groups, hard), lambda v: v["reflects"])
+             for key, groups in (("reflect_after_wrong", wrong), ("false_alarm", right))
+             for name, hard in (("hard", True), ("easy", False))}
     return {
         "wrong_line_prefixes": len(wrong), "right_line_prefixes": len(right),
         "reflect_after_wrong": share(wrong, lambda v: v["reflects"]),
@@ -197,6 +213,7 @@ def summarize(verdicts: Sequence[dict], token_probabilities: dict[str, list[floa
         "false_alarm": share(right, lambda v: v["reflects"]),
         "reflection_token_probability_after_wrong": mean(token_probabilities.get(WRONG_LINE, [])),
         "reflection_token_probability_after_right": mean(token_probabilities.get(RIGHT_LINE, [])),
+        **split,
     }
 
 
@@ -248,7 +265,8 @@ def run_probe(model_path: str, records: list[dict], k: int, seed: int, temperatu
         for response in responses:
             text = tokenizer.decode(response, skip_special_tokens=True)
             continuations.append({"kind": record["kind"], "prefix_index": index, "problem_id": record.get("problem_id"),
-                                  "continuation": text, **classify(record, text, math_reward_verdict)})
+                                  "hard_step": cut_after_hard_step(record["prefix"]), "continuation": text,
+                                  **classify(record, text, math_reward_verdict)})
     return summarize(continuations, token_probabilities, seed), continuations
 
 

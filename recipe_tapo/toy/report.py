@@ -5,7 +5,8 @@
 
 Reads what `run_scripts/run_toy_reproduction.sh` leaves in DIR:
 - `.stages/<stage>.done`: each stage's wall time in seconds;
-- `eval/pre_rl_base`, `eval/pre_rl_cold_start` (validation set, groups of n samples), and
+- `eval/pre_rl_base`, `eval/pre_rl_cold_start`, `eval/pre_rl_opsd_teacher` (validation set, groups of
+  n samples; the last under the OPSD arm's privileged prompt), and
   `eval/cold_start` and `eval/<arm>_s<seed>` (the split the arms are scored on: n samples at
   temperature 1, and one greedy answer per problem in `greedy/`): `eval_results.json` and
   `samples.jsonl` of `python -m recipe_tapo.evaluation.evaluate`;
@@ -230,6 +231,9 @@ def eval_metrics(eval_dir: str) -> dict[str, float | None] | None:
 # The probe's shares (`python -m recipe_tapo.toy.probe`): key in probe_results.json, column heading
 PROBE_SHARES = (("reflect_after_wrong", "reflect after a wrong line"), ("right_after_wrong", "end right after a wrong line"),
                 ("right_among_reflecting", "right among reflecting"), ("false_alarm", "false alarm (reflect after a right line)"))
+# the reflection shares split by the step the prefix was cut after (probes written before the split have none)
+PROBE_SPLIT = (("reflect_after_wrong_hard", "after a wrong hard step"), ("reflect_after_wrong_easy", "after a wrong easy step"),
+               ("false_alarm_hard", "after a right hard step"), ("false_alarm_easy", "after a right easy step"))
 PROBE_PROBABILITIES = (("reflection_token_probability_after_wrong", "P(reflection token) after a wrong line"),
                        ("reflection_token_probability_after_right", "after a right line"))
 
@@ -277,7 +281,7 @@ def collect(work_dir: str, arms: list[str], seeds: list[str]) -> dict:
             "zpd": zpd_pool(os.path.join(work_dir, "zpd", "train.parquet.counts.jsonl")),
             "cold_start_eval": {"test": eval_metrics(os.path.join(eval_root, "cold_start")),
                                 "greedy": eval_metrics(os.path.join(eval_root, "cold_start", "greedy"))}}
-    for name in ("base", "cold_start"):
+    for name in ("base", "cold_start", "opsd_teacher"):
         data["pre_rl"][name] = group_stats(os.path.join(eval_root, f"pre_rl_{name}", "samples.jsonl"))
     for arm in arms:
         for seed in seeds:
@@ -542,6 +546,28 @@ def _probe_section(data: dict, arms: list[str], seeds: list[str]) -> list[str]:
         for seed in seeds:
             probe = data["runs"][(arm, seed)].get("probe")
             lines.append(f"| {arm_label(arm)} | {seed} | " + " | ".join(_probe_cell(probe, key) for key, _ in PROBE_SHARES) + " |")
+    return lines + _probe_split_section(data, arms, seeds, cold)
+
+
+def _probe_split_section(data: dict, arms: list[str], seeds: list[str], cold: dict | None) -> list[str]:
+    """Reflection shares by the cut step: whether a policy reflects after wrong lines or merely after hard ones."""
+    def has_split(probe):
+        return any(key in ((probe or {}).get("metrics") or {}) for key, _ in PROBE_SPLIT)
+
+    if not has_split(cold) and not any(has_split(run.get("probe")) for run in data["runs"].values()):
+        return []
+    lines = ["", "Reflecting continuations by the step the prefix was cut after (hard: a carry, a borrow or a 2-digit "
+             "term; `recipe_tapo.toy.task.is_hard_step`), in percent: a policy that checks its arithmetic reflects "
+             "after a wrong hard step far more often than after a right one. Per arm mean ± standard deviation over "
+             "seeds; the cold start with its interval and count:", "",
+             "| arm | " + " | ".join(title for _, title in PROBE_SPLIT) + " |", "|---|" + "---|" * len(PROBE_SPLIT)]
+    if has_split(cold):
+        lines.append("| cold start | " + " | ".join(_probe_cell(cold, key) for key, _ in PROBE_SPLIT) + " |")
+    for arm in arms:
+        probed = [data["runs"][(arm, seed)].get("probe") for seed in seeds]
+        probed = [probe for probe in probed if has_split(probe)]
+        cells = [fmt(*mean_std([_probe_share(probe, key) for probe in probed])) for key, _ in PROBE_SPLIT]
+        lines.append(f"| {arm_label(arm)} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -561,7 +587,8 @@ def _pre_rl_section(data: dict) -> list[str]:
     lines = ["", "## Before RL (validation set, sampled at temperature 1)", ""]
     lines += ["| model | accuracy | groups | mixed | in the DCS band (>=2 right, >=4 wrong) | all right | all wrong |",
               "|---|---|---|---|---|---|---|"]
-    for name, label in (("base", "base SFT"), ("cold_start", "cold start")):
+    for name, label in (("base", "base SFT"), ("cold_start", "cold start"),
+                        ("opsd_teacher", "cold start under the OPSD privileged prompt (its self-teacher)")):
         stats = data["pre_rl"].get(name)
         if stats:
             lines.append(f"| {label} | {fmt(stats['accuracy'])} | {stats['groups']} x {stats['group_size']} | "
