@@ -126,7 +126,7 @@ if [[ "$QUICK" == 1 ]]; then
     BUILD_ARGS=(--train 200 --val 16 --test 16 --sft 400)
     BASE_STEPS=6; BASE_BATCH=16
     MEASURE_N=4
-    COLD_LIMIT=24; COLD_SYNTHESIS=40; COLD_SOLUTIONS=16; COLD_PLAIN=32
+    COLD_LIMIT=24; COLD_SYNTHESIS=40; COLD_SOLUTIONS=16; COLD_PLAIN=32; COLD_PRIVILEGED=16
     COLD_STEPS=3; COLD_BATCH=8; COLD_LR=1e-3
     SYNTHESIS_PROBLEMS=16
     EVAL_N=2; EVAL_K=(1 2)
@@ -138,8 +138,8 @@ else
     BUILD_ARGS=()   # build.py's defaults: 1000 test, 500 validation, 4000 training problems, 20000 SFT chats
     # 4000 steps of 32 (6.4 epochs of the SFT file), chosen on the pilots before any RL run
     # (docs/toy_experiment/pilots/): at 2000 steps the base did not yet tie its reflections to its wrong
-    # lines (pilot 2); at 4000 it reflects after 11% of its own wrong lines and 6% of right ones, and
-    # 62% of those reflections end right (pilot 3, slip rate 0.16). About 38 minutes here.
+    # lines (pilot 2); on the default data (slips on hard steps, pilot 4) it solves 47.7% at 4000 steps,
+    # reflects after 25% of its own wrong lines, and 64% of those reflections end right. About 40 minutes here.
     BASE_STEPS=4000; BASE_BATCH=32
     MEASURE_N=8
     # The cold start, set on the first toy from the cold-started policy's own synthesis measured before
@@ -147,7 +147,9 @@ else
     # spliced 26% of requests, 40% of them right -> verbatim mode, the question last in the template,
     # this data and 2400 steps: 67% spliced, 58% right with greedy synthesis. Kept for this toy: 98%
     # of 508 requests spliced, 55% right (docs/toy_experiment/COMMAND.md).
-    COLD_LIMIT=2000; COLD_SYNTHESIS=4000; COLD_SOLUTIONS=1000; COLD_PLAIN=2000
+    # 1000 chats read a right solution given in the OPSD arm's privileged prompt (recipe_tapo.toy.mix):
+    # the first toy's self-teacher, never shown one, was worse than the student.
+    COLD_LIMIT=2000; COLD_SYNTHESIS=4000; COLD_SOLUTIONS=1000; COLD_PLAIN=2000; COLD_PRIVILEGED=1000
     COLD_STEPS=2400; COLD_BATCH=16; COLD_LR=3e-3
     SYNTHESIS_PROBLEMS=500
     EVAL_N=4; EVAL_K=(1 2 4)
@@ -158,15 +160,15 @@ else
     VAL_RL=32
     RL_SIZE=()
 fi
-# Lengths (every QUICK setting too: the task is the same). The base SFT chats are at most 186 tokens
-# with the chat template; the solutions at most 144 characters (= tokens), so generation stops at 160
-# as the RL rollouts do (profile toy_run's data.max_response_length).
+# Lengths (every QUICK setting too: the task is the same). 20 of the 20000 base SFT chats pass 192
+# tokens with the chat template (their ends are cut) and 4 solutions pass 160 characters (= tokens), the
+# longest 170, so generation stops at 160 as the RL rollouts do (profile toy_run's data.max_response_length).
 BASE_MAX_LENGTH=192
 GEN_TOKENS=160
 # verl's SFT dataset pads every example to max_length, so the SFT step costs in proportion: the
-# verbatim examples of the default build are at most 601 tokens (chat template included; 261 of the
-# 7000 are longer than 512, which would cut their corrected ending).
-COLD_MAX_LENGTH=608
+# verbatim examples of the default build are at most 647 tokens (chat template included; 555 of the
+# 7000 are longer than 512 and 7 longer than 608, whose corrected ending a shorter cut would lose).
+COLD_MAX_LENGTH=648
 
 # The TAPO settings the RL runs use (profile toy_run: verbatim mode, budgets, DCS band), so the cold
 # start's synthesis prompts are exactly theirs.
@@ -175,9 +177,10 @@ TAPO_SETTINGS=("$PROFILE" "tapo.synthesis.template_path=$TEMPLATE")
 # OPSD on the toy: the privileged prompt is the toy's bare problem after its right solution (77-113
 # tokens with the chat template); 256 leaves room and fits the start-up check (256 + the 160-token
 # responses within the profile's rollout.max_model_len of 1088). The teacher rows of every tenth step
-# are dumped to runs/<arm>_s<seed>/opsd_dump/.
+# are dumped to runs/<arm>_s<seed>/opsd_dump/. The cold start's data teaches this template (stage cold_start_data).
+OPSD_TEMPLATE=pkg://recipe_tapo.conf/prompts/toy_opsd_privileged.txt
 OPSD_SETTINGS="algorithm.adv_estimator=grpo tapo.enable=false opsd.enable=true opsd.max_prompt_tokens=256"
-OPSD_SETTINGS="$OPSD_SETTINGS opsd.template_path=pkg://recipe_tapo.conf/prompts/toy_opsd_privileged.txt opsd.dump_every=10"
+OPSD_SETTINGS="$OPSD_SETTINGS opsd.template_path=$OPSD_TEMPLATE opsd.dump_every=10"
 
 log() { echo "[toy $(date -u +%H:%M:%S)] $*"; }
 
@@ -300,7 +303,8 @@ run_cold_start_data() {
         --num-solutions $COLD_SOLUTIONS --synthesis-source recipe_tapo.toy.teacher.ToyTeacher --seed 0 \
         "${TAPO_SETTINGS[@]}" tapo.selection.n_pos=1 tapo.selection.n_neg=1
     python -m recipe_tapo.toy.mix --cold-start "$COLD_DATA/train.parquet" --sft "$DATA/sft.parquet" \
-        --solutions $COLD_PLAIN --out "$COLD_DATA/mixed.parquet" --seed 0
+        --solutions $COLD_PLAIN --privileged $COLD_PRIVILEGED --privileged-template "$OPSD_TEMPLATE" \
+        --out "$COLD_DATA/mixed.parquet" --seed 0
 }
 
 run_cold_start_sft() {
@@ -318,6 +322,21 @@ measure_synthesis() {
     python -m recipe_tapo.cold_start --model "$MODEL" --input "$DATA/train_synthesis.parquet" \
         --output-dir "$EVAL/pre_rl_synthesis" --backend hf --k 8 --num-synthesis 100000 --num-solutions 0 --seed 0 \
         "${TAPO_SETTINGS[@]}"
+}
+
+measure_opsd_teacher() {
+    # OPSD's self-teacher before RL: the cold start on the validation problems under the OPSD arm's
+    # privileged prompt (the problem's right solution in it), sampled as measure_cold_start; a teacher
+    # below the student (the first toy's) gives OPSD nothing to learn from.
+    python -c "
+import sys, pandas as pd
+from recipe_tapo.config import OPSD_TEMPLATE_PLACEHOLDERS, check_template_file
+from recipe_tapo.opsd import privileged_messages, reference_solution
+template = check_template_file(sys.argv[3], 'opsd.template_path', OPSD_TEMPLATE_PLACEHOLDERS)
+rows = pd.read_parquet(sys.argv[1])
+rows['prompt'] = [privileged_messages([dict(m) for m in p], reference_solution(e), template) for p, e in zip(rows['prompt'], rows['extra_info'])]
+rows.to_parquet(sys.argv[2], index=False)" "$DATA/val.parquet" "$DATA/val_privileged.parquet" "$OPSD_TEMPLATE"
+    evaluate "$MODEL" "$DATA/val_privileged.parquet" "$EVAL/pre_rl_opsd_teacher" $MEASURE_N 1 2
 }
 
 arm_overrides() {
@@ -376,6 +395,7 @@ if [[ "$COLD_START" == build ]]; then
 fi
 if [[ "$PRE_RL" == 1 ]]; then
     stage measure_cold_start evaluate "$MODEL" "$DATA/val.parquet" "$EVAL/pre_rl_cold_start" $MEASURE_N 1 2
+    stage measure_opsd_teacher measure_opsd_teacher
     stage measure_cold_start_synthesis measure_synthesis
     stage eval_cold_start evaluate_policy "$MODEL" "$EVAL/cold_start"
 fi

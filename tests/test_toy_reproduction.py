@@ -21,7 +21,7 @@ def test_quick_toy_reproduction_runs_every_stage(tmp_path):
                      timeout_s=1500, env={"QUICK": "1", "WORK_DIR": str(work)})
     arms = ("grpo", "tapo", "tapo_teacher")
     for stage in ("data", "base_sft", "measure_base", "cold_start_data", "cold_start_sft", "measure_cold_start",
-                  "measure_cold_start_synthesis", "eval_cold_start", "probe_set", "probe_cold_start",
+                  "measure_opsd_teacher", "measure_cold_start_synthesis", "eval_cold_start", "probe_set", "probe_cold_start",
                   *(f"{kind}_{arm}_s0" for arm in arms for kind in ("rl", "eval", "probe")), *(f"export_{arm}" for arm in arms)):
         assert (work / ".stages" / f"{stage}.done").is_file(), stage
         assert f"stage {stage}: done" in log
@@ -29,6 +29,8 @@ def test_quick_toy_reproduction_runs_every_stage(tmp_path):
     assert "| grpo | 1/1 |" in report and "| tapo | 1/1 |" in report
     assert "| tapo_teacher (oracle/upper bound, not TAPO) | 1/1 |" in report
     assert "| cold start (before RL) |" in report and "Paired difference to GRPO" in report
+    assert "| cold start under the OPSD privileged prompt (its self-teacher) | " in report
+    assert "| cold start under the OPSD privileged prompt (its self-teacher) | missing |" not in report
     assert "**tapo**" in report  # the TAPO arm's per-step synthesis table
     assert "## Forced-prefix recovery probe" in report and "| grpo | 0 |" in report
     assert (work / "plot.png").stat().st_size > 1000
