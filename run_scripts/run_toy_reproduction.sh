@@ -10,7 +10,7 @@
 #
 #   bash run_scripts/run_toy_reproduction.sh                 # the main comparison, from the shipped cold start, on the ZPD pool
 #   ABLATIONS=1 bash run_scripts/run_toy_reproduction.sh     # adds the ablation arms
-#   COLD_START=build bash run_scripts/run_toy_reproduction.sh  # rebuild the base and the cold start first (about 100 minutes)
+#   COLD_START=build bash run_scripts/run_toy_reproduction.sh  # rebuild the base and the cold start first (about 2 hours)
 #   QUICK=1 bash run_scripts/run_toy_reproduction.sh         # every stage in minutes (CI)
 #   ARMS=opsd COLD_START=shipped PRE_RL=0 QUICK=1 bash run_scripts/run_toy_reproduction.sh  # one arm, no cold-start stages
 #
@@ -145,16 +145,16 @@ else
     # The cold start, set on the first toy from the cold-started policy's own synthesis measured before
     # RL (docs/toy_experiment/2026-12-03_first_toy/COMMAND.md, "Pre-RL"): an anchor-mode cold start
     # spliced 26% of requests, 40% of them right -> verbatim mode, the question last in the template,
-    # this data and 2400 steps: 67% spliced, 58% right with greedy synthesis. Kept for this toy: 98%
-    # of 508 requests spliced, 55% right (docs/toy_experiment/COMMAND.md).
+    # this data and 2400 steps: 67% spliced, 58% right with greedy synthesis. Kept for this toy: 96%
+    # of 764 requests spliced, 74% right (docs/toy_experiment/COMMAND.md).
     # 1000 chats read a right solution given in the OPSD arm's privileged prompt (recipe_tapo.toy.mix):
     # the first toy's self-teacher, never shown one, was worse than the student.
     COLD_LIMIT=2000; COLD_SYNTHESIS=4000; COLD_SOLUTIONS=1000; COLD_PLAIN=2000; COLD_PRIVILEGED=1000
     COLD_STEPS=2400; COLD_BATCH=16; COLD_LR=3e-3
     SYNTHESIS_PROBLEMS=500
     EVAL_N=4; EVAL_K=(1 2 4)
-    # One answer of the cold start per problem: about 300 of 1000 test answers are wrong (69.6% sampled
-    # accuracy); 200 prefixes of each kind, each continued 4 times (about 20 s per checkpoint).
+    # One answer of the cold start per problem: about 450 of 1000 test answers are wrong (54.5% sampled
+    # accuracy); 200 prefixes of each kind, each continued 4 times (about 30 s per checkpoint).
     PROBE_PREFIXES=200; PROBE_SAMPLES=1; PROBE_K=4
     ZPD_K=8   # the paper's filter: solved 1-7 times of 8
     VAL_RL=32
