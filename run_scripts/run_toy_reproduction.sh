@@ -10,7 +10,7 @@
 #
 #   bash run_scripts/run_toy_reproduction.sh                 # the main comparison, from the shipped cold start, on the ZPD pool
 #   ABLATIONS=1 bash run_scripts/run_toy_reproduction.sh     # adds the ablation arms
-#   COLD_START=build bash run_scripts/run_toy_reproduction.sh  # rebuild the base and the cold start first (about 2 hours)
+#   COLD_START=build bash run_scripts/run_toy_reproduction.sh  # rebuild the base and the cold start first (about 100 minutes)
 #   QUICK=1 bash run_scripts/run_toy_reproduction.sh         # every stage in minutes (CI)
 #   ARMS=opsd COLD_START=shipped PRE_RL=0 QUICK=1 bash run_scripts/run_toy_reproduction.sh  # one arm, no cold-start stages
 #
@@ -138,23 +138,24 @@ else
     BUILD_ARGS=()   # build.py's defaults: 1000 test, 500 validation, 4000 training problems, 20000 SFT chats
     # 4000 steps of 32 (6.4 epochs of the SFT file), chosen on the pilots before any RL run
     # (docs/toy_experiment/pilots/): at 2000 steps the base did not yet tie its reflections to its wrong
-    # lines (pilot 2); on the default data (slips on hard steps, pilot 4) it solves 47.7% at 4000 steps,
-    # reflects after 25% of its own wrong lines, and 64% of those reflections end right. About 40 minutes here.
+    # lines (pilot 2); at 4000 it reflects after 11% of its own wrong lines and 6% of right ones, and
+    # 62% of those reflections end right (pilot 3, slip rate 0.16). About 38 minutes here.
     BASE_STEPS=4000; BASE_BATCH=32
     MEASURE_N=8
     # The cold start, set on the first toy from the cold-started policy's own synthesis measured before
     # RL (docs/toy_experiment/2026-12-03_first_toy/COMMAND.md, "Pre-RL"): an anchor-mode cold start
     # spliced 26% of requests, 40% of them right -> verbatim mode, the question last in the template,
-    # this data and 2400 steps: 67% spliced, 58% right with greedy synthesis. Kept for this toy: 96%
-    # of 764 requests spliced, 74% right (docs/toy_experiment/COMMAND.md).
+    # this data and 2400 steps: 67% spliced, 58% right with greedy synthesis. Kept for this toy: 98%
+    # of 508 requests spliced, 55% right (docs/toy_experiment/COMMAND.md).
     # 1000 chats read a right solution given in the OPSD arm's privileged prompt (recipe_tapo.toy.mix):
-    # the first toy's self-teacher, never shown one, was worse than the student.
+    # the first toy's self-teacher, never shown one, was worse than the student. Added after the shipped
+    # cold start was built (it solves 5.6% under that prompt); pilot 4's, built with them, 88.9%.
     COLD_LIMIT=2000; COLD_SYNTHESIS=4000; COLD_SOLUTIONS=1000; COLD_PLAIN=2000; COLD_PRIVILEGED=1000
     COLD_STEPS=2400; COLD_BATCH=16; COLD_LR=3e-3
     SYNTHESIS_PROBLEMS=500
     EVAL_N=4; EVAL_K=(1 2 4)
-    # One answer of the cold start per problem: about 450 of 1000 test answers are wrong (54.5% sampled
-    # accuracy); 200 prefixes of each kind, each continued 4 times (about 30 s per checkpoint).
+    # One answer of the cold start per problem: about 300 of 1000 test answers are wrong (69.6% sampled
+    # accuracy); 200 prefixes of each kind, each continued 4 times (about 20 s per checkpoint).
     PROBE_PREFIXES=200; PROBE_SAMPLES=1; PROBE_K=4
     ZPD_K=8   # the paper's filter: solved 1-7 times of 8
     VAL_RL=32
@@ -166,8 +167,9 @@ fi
 BASE_MAX_LENGTH=192
 GEN_TOKENS=160
 # verl's SFT dataset pads every example to max_length, so the SFT step costs in proportion: the
-# verbatim examples of the default build are at most 647 tokens (chat template included; 555 of the
-# 7000 are longer than 512 and 7 longer than 608, whose corrected ending a shorter cut would lose).
+# verbatim examples of the default build are at most 601 tokens (chat template included; 261 of the
+# 7000 are longer than 512, which would cut their corrected ending); with slips on the hard steps
+# (pilot 4) they reach 647.
 COLD_MAX_LENGTH=648
 
 # The TAPO settings the RL runs use (profile toy_run: verbatim mode, budgets, DCS band), so the cold
