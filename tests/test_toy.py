@@ -389,3 +389,16 @@ def test_the_builder_refuses_options_that_cannot_work(tmp_path, capsys, args, me
         main(["--out", str(tmp_path), *args])
     assert message in capsys.readouterr().err
     assert not any(tmp_path.iterdir())  # refused before anything is written
+
+
+def test_a_run_of_digits_too_long_for_int_is_no_step_and_no_problem():
+    from recipe_tapo.toy.probe import cut_after_hard_step
+    from recipe_tapo.toy.task import first_wrong_step, is_hard_step_line, parse_problem, step_line_indices
+
+    huge = "1" * 5000
+    assert is_hard_step_line(f"{huge} + 2 = 3") is None and is_hard_step_line("47 + 5 = 52") is True
+    assert first_wrong_step(f"{huge} + 2 = 3\n4 + 1 = 6").line_index == 1
+    assert step_line_indices(f"{huge} + 2 = 3\n4 + 1 = 5") == [1]
+    assert parse_problem(f"Compute {huge} + 2.") is None
+    assert cut_after_hard_step(f"47 + 5 = 52\n{huge} - 1 = 0\n") is None
+    assert cut_after_hard_step("\udc80 broken\n47 + 5 = 52\n") is True

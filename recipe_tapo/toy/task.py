@@ -11,10 +11,10 @@ range (issue 23, measured on the 2-core machine with the 0.6M character-level mo
 docs/toy_experiment/pilots/): with 1-digit terms only (the first toy) the cold start solved 80% of
 problems and few groups reached the paper's DCS band; with half the terms 2-digit and up to 6 terms the
 base reached 4.8% after 2000 SFT steps; one 2-digit term in five is what a 4000-step base learns
-(62% sampled). With slips imitated at one rate on every step per-problem accuracy still concentrated
-(three problems in four solved 4-7 times of 8); the shipped toy's SFT data slips where the skill ends
-(`write_solution`'s `hard_error_rate`: half of the hard steps, 2% of the easy ones), so that problems
-differ in difficulty (docs/toy_experiment/pilots/, pilot 4).
+(62% sampled). With slips imitated at one rate on every step (the shipped toy) per-problem accuracy
+still concentrates (three problems in four solved 4-7 times of 8); `write_solution`'s
+`hard_error_rate` moves the slips onto hard steps so that problems differ in difficulty (pilot 4,
+docs/toy_experiment/pilots/: its cold start met the pool bars but was not shipped).
 
 `write_solution`'s `reflect_rate` gives solutions that catch some of their slips ("Wait, 52 - 8 = 44,
 not 45." on the next line, then the right value), in the form the TAPO constructions use: the base
@@ -36,8 +36,10 @@ import re
 from dataclasses import dataclass
 
 DATA_SOURCE = "toy_chain"
-_STEP = re.compile(r"^\s*(-?\d+)\s*([+-])\s*(\d+)\s*=\s*(-?\d+)\s*$")
-_PROBLEM = re.compile(r"Compute ((?:\d+ [+-] )+\d+)\.")
+# Numbers of at most 18 digits: the toy's are 1-3, and a longer run of digits in model text is no step
+# (int() refuses strings past 4300 digits, and a parser of model output must not raise).
+_STEP = re.compile(r"^\s*(-?\d{1,18})\s*([+-])\s*(\d{1,18})\s*=\s*(-?\d{1,18})\s*$")
+_PROBLEM = re.compile(r"Compute ((?:\d{1,18} [+-] )+\d{1,18})\.")
 
 
 @dataclass(frozen=True)
