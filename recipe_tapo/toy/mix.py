@@ -8,7 +8,7 @@ chats that read a right solution given in the prompt.
 The builder (`python -m recipe_tapo.cold_start`) keeps only solutions the reward verifies correct
 (rejection sampling). Trained on those alone, the toy policy would lose the natural slips that give
 GRPO and TAPO something to fix, so the toy adds `--solutions` chats from the plain SFT file (the same
-distribution as the base SFT, 8% of steps wrong by default), drawn at random by seed. The builder's
+distribution as the base SFT, with its slips and reflections), drawn at random by seed. The builder's
 synthesis examples (the exact prompt the trainer sends, the target from the programmatic teacher)
 are all kept.
 
