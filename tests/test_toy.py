@@ -353,10 +353,15 @@ def test_the_report_gives_t_intervals_and_paired_differences():
 def test_the_report_counts_inserted_right_and_reflecting_constructions():
     from recipe_tapo.toy.report import arm_label, construction_counts
 
-    records = [{"status": "ok", "acc": True, "trajectory": "47 + 5 = 53\nWait, 47 + 5 = 52, not 53.\n\\boxed{52}"},
-               {"status": "ok", "acc": False, "trajectory": "47 + 5 = 52\n\\boxed{51}"},
-               {"status": "prefix_too_short", "acc": None, "trajectory": "4"}]
-    assert construction_counts(records) == {"inserted": 2, "right": 1, "reflecting": 1}
+    wrong = "47 + 5 = 53\n53 - 8 = 45\n\\boxed{45}"
+    records = [{"status": "ok", "acc": True, "wrong": wrong,
+                "trajectory": "47 + 5 = 53\nWait, 47 + 5 = 52, not 53.\n52 - 8 = 44\n\\boxed{44}"},
+               # the copy rewrote the wrong step, then "reflected" on the right value: reflecting, not in TAPO's form
+               {"status": "ok", "acc": True, "wrong": wrong,
+                "trajectory": "47 + 5 = 52\nWait, 47 + 5 = 52, not 52.\n52 - 8 = 44\n\\boxed{44}"},
+               {"status": "ok", "acc": False, "wrong": wrong, "trajectory": "47 + 5 = 52\n\\boxed{51}"},
+               {"status": "prefix_too_short", "acc": None, "wrong": wrong, "trajectory": "4"}]
+    assert construction_counts(records) == {"inserted": 3, "right": 2, "reflecting": 2, "opening_with_reflection": 1}
     assert arm_label("tapo_teacher") == "tapo_teacher (oracle/upper bound, not TAPO)" and arm_label("grpo") == "grpo"
 
 

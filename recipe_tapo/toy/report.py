@@ -42,6 +42,7 @@ from collections import Counter, defaultdict
 
 from recipe_tapo.evaluation.metrics import reflects
 from recipe_tapo.textio import iter_json_lines
+from recipe_tapo.toy.task import begins_reflection
 
 BENCHMARK = "toy_chain"
 VAL_KEY = re.compile(r"^val-core/[^/]+/(acc|score|reward)/mean@(\d+)$")
@@ -135,12 +136,27 @@ def _share(part: int, whole: int) -> str:
     return f"{part} of {whole} ({_percent(part / whole if whole else None)})"
 
 
+COUNT_KEYS = ("inserted", "right", "reflecting", "opening_with_reflection")
+
+
 def construction_counts(records: list[dict]) -> dict[str, int]:
-    """Inserted constructions (status ok) among synthesis attempts, how many end right and how many
-    reflect (a self-correction marker of `recipe_tapo.evaluation.metrics`, e.g. "Wait,")."""
+    """Inserted constructions (status ok) among synthesis attempts, how many end right, how many
+    reflect anywhere (a self-correction marker of `recipe_tapo.evaluation.metrics`, e.g. "Wait,") and
+    how many are in TAPO's form: the policy's text opens with a reflection right where the wrong
+    answer's kept text ends (`opening_with_reflection`; a copy that silently rewrote the wrong step
+    and then "reflects" on the right value is not)."""
     inserted = [record for record in records if record.get("status") == "ok"]
     return {"inserted": len(inserted), "right": sum(1 for record in inserted if record.get("acc")),
-            "reflecting": sum(1 for record in inserted if reflects(record.get("trajectory") or ""))}
+            "reflecting": sum(1 for record in inserted if reflects(record.get("trajectory") or "")),
+            "opening_with_reflection": sum(1 for record in inserted if begins_reflection(_after_wrong_text(record)))}
+
+
+def _after_wrong_text(record: dict) -> str:
+    """The trajectory's text after the longest prefix it shares with the wrong answer: where the
+    policy's own continuation departs from what it copied (at most the splice's departure)."""
+    trajectory, wrong = record.get("trajectory") or "", record.get("wrong") or ""
+    shared = len(os.path.commonprefix([trajectory, wrong]))
+    return trajectory[shared:]
 
 
 def _synthesis_rates(stats: dict, counts: dict[str, int] | None) -> str:
@@ -150,7 +166,8 @@ def _synthesis_rates(stats: dict, counts: dict[str, int] | None) -> str:
     if counts:
         text += (f"; inserted constructions: {_share(counts['inserted'], stats['synthesis_requests'])} of the requests, "
                  f"ending right: {_share(counts['right'], counts['inserted'])}, "
-                 f"reflecting: {_share(counts['reflecting'], counts['inserted'])}")
+                 f"reflecting: {_share(counts['reflecting'], counts['inserted'])}, opening with a reflection "
+                 f"right after the wrong answer's kept text: {_share(counts['opening_with_reflection'], counts['inserted'])}")
     return text
 
 
@@ -463,12 +480,14 @@ def _tapo_section(data: dict, arm: str, seeds: list[str]) -> list[str]:
     with_rows = [run["steps"][step].get("tapo/constructed_rows", 0) > 0 for run in runs for step in run["steps"]
                  if "tapo/pairs" in run["steps"][step]]
     requests = int(sum(metrics.get("tapo/synthesis_requests", 0) for run in runs for metrics in run["steps"].values()))
-    counts = {key: sum(run["counts"][key] for run in runs) for key in ("inserted", "right", "reflecting")}
+    counts = {key: sum(run["counts"][key] for run in runs) for key in COUNT_KEYS}
     statuses = sum((run["dump"] for run in runs), Counter())
     lines += ["", f"Over all steps and seeds: parse rate {fmt(100 * (sum(parsed) / len(parsed)) if parsed else None)}% "
               f"(mean over steps with pairs), constructions inserted in {sum(with_rows)} of {len(with_rows)} steps; "
               f"inserted constructions: {_share(counts['inserted'], requests)} of the synthesis requests, ending right: "
-              f"{_share(counts['right'], counts['inserted'])}, reflecting: {_share(counts['reflecting'], counts['inserted'])}; "
+              f"{_share(counts['right'], counts['inserted'])}, reflecting: {_share(counts['reflecting'], counts['inserted'])}, "
+              f"opening with a reflection right after the kept text: "
+              f"{_share(counts['opening_with_reflection'], counts['inserted'])}; "
               f"dump statuses: {dict(statuses.most_common())}.", ""]
     for example in runs[0]["examples"][:1] if runs else []:
         lines += ["One inserted construction (dump of seed " + seeds[0] + f", step {example['step']}): the "
