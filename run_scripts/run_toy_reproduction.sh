@@ -43,6 +43,12 @@
 #   EXPORT_DIR   where seed 0's final HF checkpoint of each arm is copied (<arm>/); default
 #                docs/toy_experiment/checkpoints for a full test-split run with no RL_EXTRA, else
 #                $WORK_DIR/export
+#   RESULTS_DIR  where the small results (evaluations, probes, metrics, stage times; summaries of the
+#                large files: recipe_tapo.toy.results) are kept after every stage, and where the report
+#                is built from them alone; default docs/toy_experiment/comparison for a full test-split
+#                run with no RL_EXTRA, else $WORK_DIR/results
+#   COMMIT_RESULTS=1  git-commit RESULTS_DIR (inside this repository) after every stage that changes
+#                it: a comparison that outlasts its session keeps every finished run
 #   UNTIL=<stage>  stop after that stage (e.g. COLD_START=build UNTIL=cold_start_sft)
 # It takes no arguments (the settings above are environment variables; RL_EXTRA carries overrides).
 # The whole script is one brace group, read before it runs: editing the file during a run is safe.
@@ -89,8 +95,17 @@ LOG_DIR="$WORK_DIR/logs"
 mkdir -p "$STATE_DIR" "$LOG_DIR"
 if [[ "$QUICK" == 0 && "$EVAL_SPLIT" == test && -z "$RL_EXTRA" ]]; then
     EXPORT_DIR=${EXPORT_DIR:-$REPO/docs/toy_experiment/checkpoints}
+    RESULTS_DIR=${RESULTS_DIR:-$REPO/docs/toy_experiment/comparison}
 else
     EXPORT_DIR=${EXPORT_DIR:-$WORK_DIR/export}
+    RESULTS_DIR=${RESULTS_DIR:-$WORK_DIR/results}
+fi
+mkdir -p "$RESULTS_DIR"
+RESULTS_DIR=$(cd "$RESULTS_DIR" && pwd)
+COMMIT_RESULTS=${COMMIT_RESULTS:-0}
+if [[ "$COMMIT_RESULTS" == 1 ]] && [[ "$(git -C "$RESULTS_DIR" rev-parse --show-toplevel 2>/dev/null)" != "$REPO" ]]; then
+    echo "COMMIT_RESULTS=1 commits RESULTS_DIR to this repository's git, but $RESULTS_DIR is not inside $REPO's work tree" >&2
+    exit 2
 fi
 
 export VERL_PLATFORM=cpu HF_HUB_OFFLINE=1 WANDB_MODE=disabled RAY_AUTH_MODE=disabled RAY_DEDUP_LOGS=0
@@ -216,7 +231,22 @@ stage() {
     fi
     echo "$((SECONDS - start))" >"$STATE_DIR/$name.done"
     log "stage $name: done in $((SECONDS - start))s"
+    keep_results "$name"
     stop_if_until "$name"
+}
+
+# keep_results STAGE: the work folder's small results to $RESULTS_DIR (recipe_tapo.toy.results), and
+# with COMMIT_RESULTS=1 into git at once, so a finished run outlives an interrupted comparison.
+keep_results() {
+    python -m recipe_tapo.toy.results --work-dir "$WORK_DIR" --results-dir "$RESULTS_DIR" >>"$LOG_DIR/results.log" 2>&1 \
+        || { log "saving results after stage $1 FAILED; last lines of $LOG_DIR/results.log:"; tail -n 20 "$LOG_DIR/results.log"; exit 1; }
+    if [[ "$COMMIT_RESULTS" == 1 ]]; then
+        git -C "$REPO" add -A -- "$RESULTS_DIR"
+        if ! git -C "$REPO" diff --cached --quiet -- "$RESULTS_DIR"; then
+            git -C "$REPO" commit -q -m "toy results after stage $1 ($(basename "$WORK_DIR"))" -- "$RESULTS_DIR"
+            log "results after stage $1 committed ($RESULTS_DIR)"
+        fi
+    fi
 }
 
 # verl's SFT trainer on CPU (recipe_tapo.cold_start_sft, config cold_start_sft_cpu), fp32 throughout;
@@ -418,10 +448,11 @@ for seed in $SEEDS; do
         fi
     done
 done
-# The report is cheap: always rebuilt from what is there.
+# The report is cheap: always rebuilt, from the kept results alone (what a resumed comparison has).
 log "report: building"
-python -m recipe_tapo.toy.report --work-dir "$WORK_DIR" --arms $ARMS --seeds $SEEDS --rl-steps "$RL_STEPS" \
+keep_results report
+python -m recipe_tapo.toy.report --work-dir "$RESULTS_DIR" --arms $ARMS --seeds $SEEDS --rl-steps "$RL_STEPS" \
     --eval-split "$EVAL_SPLIT" --quick "$QUICK" >"$LOG_DIR/report.log" 2>&1 || { tail -n 40 "$LOG_DIR/report.log"; exit 1; }
-log "report: $WORK_DIR/report.md, plot: $WORK_DIR/plot.png"
+log "report: $RESULTS_DIR/report.md, plot: $RESULTS_DIR/plot.png"
 exit
 }

@@ -25,7 +25,11 @@ def test_quick_toy_reproduction_runs_every_stage(tmp_path):
                   *(f"{kind}_{arm}_s0" for arm in arms for kind in ("rl", "eval", "probe")), *(f"export_{arm}" for arm in arms)):
         assert (work / ".stages" / f"{stage}.done").is_file(), stage
         assert f"stage {stage}: done" in log
-    report = (work / "report.md").read_text()
+    # The report is built from the results kept after every stage alone (summaries of the large files).
+    results = work / "results"
+    report = (results / "report.md").read_text()
+    assert (results / "runs" / "tapo_s0" / "tapo_dump_summary.json").is_file()
+    assert not list(results.rglob("samples.jsonl")) and not list(results.rglob("*.safetensors"))
     assert "| grpo | 1/1 |" in report and "| tapo | 1/1 |" in report
     assert "| tapo_teacher (oracle/upper bound, not TAPO) | 1/1 |" in report
     assert "| cold start (before RL) |" in report and "Paired difference to GRPO" in report
@@ -33,7 +37,7 @@ def test_quick_toy_reproduction_runs_every_stage(tmp_path):
     assert "| cold start under the OPSD privileged prompt (its self-teacher) | missing |" not in report
     assert "**tapo**" in report  # the TAPO arm's per-step synthesis table
     assert "## Forced-prefix recovery probe" in report and "| grpo | 0 |" in report
-    assert (work / "plot.png").stat().st_size > 1000
+    assert (results / "plot.png").stat().st_size > 1000
     # Every arm ran verl's trainer for the same number of steps and logged through the file logger.
     for arm in arms:
         steps = [json.loads(line)["step"] for line in (work / "runs" / f"{arm}_s0" / "metrics.jsonl").open()]
@@ -72,7 +76,7 @@ def test_quick_opsd_arm_runs_from_the_shipped_cold_start(tmp_path):
         assert data["opsd/context/reference"] == 1.0 and data["opsd/context/prompt_too_long"] == 0.0
         assert data["opsd/kl_estimate"] > 0.0
     assert not any(key.startswith("tapo/") for data in trained for key in data)
-    report = (work / "report.md").read_text()
+    report = (work / "results" / "report.md").read_text()
     assert "| opsd (privileged-context self-distillation) | 1/1 |" in report
     assert "| step | kl_estimate |" in report
     assert (work / "eval" / "opsd_s0" / "eval_results.json").is_file()
@@ -90,5 +94,5 @@ def test_zpd_trains_the_arms_on_the_problems_the_cold_start_solves_sometimes(tmp
     assert len(counts) == 200 and len(kept) == sum(1 for record in counts if 1 <= record["correct"] <= 3)
     assert 0 < len(kept) < 200
     assert f"dataset len: {len(kept)}" in (work / "logs" / "rl_grpo_s0.log").read_text()  # the arm's training pool
-    report = (work / "report.md").read_text()
+    report = (work / "results" / "report.md").read_text()
     assert f"the arms trained on the {len(kept)} of 200" in report

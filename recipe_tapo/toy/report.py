@@ -20,6 +20,10 @@ Reads what `run_scripts/run_toy_reproduction.sh` leaves in DIR:
 - `runs/<arm>_s<seed>/metrics.jsonl`: verl's file logger (one line per step: validation, `tapo/`
   and `opsd/` metrics); `runs/<arm>_s<seed>/tapo_dump/step_*.jsonl`: the TAPO trainer's synthesis attempts.
 
+DIR may also be a results folder (`recipe_tapo.toy.results`: what the script keeps after every
+stage), which holds `group_stats.json`, `construction_counts.json` and `tapo_dump_summary.json` in
+place of the samples, the synthesis records and the dumps; each is read where its original is absent.
+
 Writes DIR/report.md and DIR/plot.png (validation accuracy per step per arm, mean and spread over
 seeds; for the TAPO arms the synthesis parse rate and the constructed/inserted rows per step).
 Per arm: the mean and sample standard deviation over seeds, a 95% t-interval over seeds, and the
@@ -281,37 +285,75 @@ def dump_records(run_dir: str) -> list[dict]:
     return records
 
 
-def _builder_records(folder: str) -> dict[str, int] | None:
-    """`construction_counts` of a cold-start builder's `synthesis_records.jsonl`, None when absent."""
+# Where a results folder (`recipe_tapo.toy.results`) keeps what a work folder's large files give the report.
+GROUP_STATS = "group_stats.json"
+SYNTHESIS_COUNTS = "construction_counts.json"
+DUMP_SUMMARY = "tapo_dump_summary.json"
+# The work folder's small files a results folder copies as they are (globs under the work folder).
+COPIED_RESULT_PATTERNS = (".stages/*.done", "**/eval_results.json", "**/probe_results.json", "runs/*/metrics.jsonl",
+                          "cold_start/stats.json", "eval/pre_rl_synthesis/stats.json", "zpd/*.counts.jsonl")
+# Inserted constructions a run's summary keeps to show, and the fields kept of each.
+SHOWN_EXAMPLES = 2
+EXAMPLE_FIELDS = ("step", "wrong", "synthesis", "trajectory")
+
+
+def builder_counts(folder: str) -> dict[str, int] | None:
+    """`construction_counts` of a cold-start builder's `synthesis_records.jsonl` (or of its summary in
+    a results folder), None when neither is there."""
     path = os.path.join(folder, "synthesis_records.jsonl")
-    return construction_counts(_read_jsonl(path)) if os.path.isfile(path) else None
+    if os.path.isfile(path):
+        return construction_counts(_read_jsonl(path))
+    return _read_json(os.path.join(folder, SYNTHESIS_COUNTS))
+
+
+def eval_group_stats(eval_dir: str) -> dict | None:
+    """`group_stats` of an evaluation's `samples.jsonl` (or its summary in a results folder), or None."""
+    path = os.path.join(eval_dir, "samples.jsonl")
+    if os.path.isfile(path):
+        return group_stats(path)
+    return _read_json(os.path.join(eval_dir, GROUP_STATS))
+
+
+def dump_summary(records: list[dict]) -> dict:
+    """What the report uses of a TAPO run's synthesis attempts: statuses, counts, inserted examples."""
+    inserted = [record for record in records if record.get("status") == "ok"][:SHOWN_EXAMPLES]
+    return {"statuses": dict(Counter(str(record.get("status")) for record in records)),
+            "counts": construction_counts(records),
+            "examples": [{field: record.get(field) for field in EXAMPLE_FIELDS} for record in inserted]}
+
+
+def run_dump_summary(run_dir: str) -> dict:
+    """`dump_summary` of a run's `tapo_dump/`, or the summary a results folder kept, or an empty one."""
+    if os.path.isdir(os.path.join(run_dir, "tapo_dump")):
+        return dump_summary(dump_records(run_dir))
+    return _read_json(os.path.join(run_dir, DUMP_SUMMARY)) or dump_summary([])
 
 
 def collect(work_dir: str, arms: list[str], seeds: list[str]) -> dict:
     eval_root = os.path.join(work_dir, "eval")
     data = {"stages": stage_times(work_dir), "runs": {}, "pre_rl": {},
             "cold_start": _read_json(os.path.join(work_dir, "cold_start", "stats.json")),
-            "cold_start_counts": _builder_records(os.path.join(work_dir, "cold_start")),
+            "cold_start_counts": builder_counts(os.path.join(work_dir, "cold_start")),
             "pre_rl_synthesis": _read_json(os.path.join(eval_root, "pre_rl_synthesis", "stats.json")),
-            "pre_rl_synthesis_counts": _builder_records(os.path.join(eval_root, "pre_rl_synthesis")),
+            "pre_rl_synthesis_counts": builder_counts(os.path.join(eval_root, "pre_rl_synthesis")),
             "cold_start_probe": probe_results(os.path.join(eval_root, "probe", "cold_start")),
             "zpd": zpd_pool(os.path.join(work_dir, "zpd", "train.parquet.counts.jsonl")),
             "cold_start_eval": {"test": eval_metrics(os.path.join(eval_root, "cold_start")),
                                 "greedy": eval_metrics(os.path.join(eval_root, "cold_start", "greedy"))}}
     for name in ("base", "cold_start", "opsd_teacher"):
-        data["pre_rl"][name] = group_stats(os.path.join(eval_root, f"pre_rl_{name}", "samples.jsonl"))
+        data["pre_rl"][name] = eval_group_stats(os.path.join(eval_root, f"pre_rl_{name}"))
     for arm in arms:
         for seed in seeds:
             run_dir = os.path.join(work_dir, "runs", f"{arm}_s{seed}")
-            records = dump_records(run_dir)
+            dump = run_dump_summary(run_dir)
             data["runs"][(arm, seed)] = {
                 "steps": step_metrics(run_dir),
                 "test": eval_metrics(os.path.join(eval_root, f"{arm}_s{seed}")),
                 "greedy": eval_metrics(os.path.join(eval_root, f"{arm}_s{seed}", "greedy")),
                 "probe": probe_results(os.path.join(eval_root, "probe", f"{arm}_s{seed}")),
-                "dump": Counter(str(record.get("status")) for record in records),
-                "counts": construction_counts(records),
-                "examples": [record for record in records if record.get("status") == "ok"][:2],
+                "dump": Counter(dump["statuses"]),
+                "counts": dump["counts"],
+                "examples": dump["examples"],
             }
     return data
 

@@ -1,0 +1,91 @@
+"""The toy comparison's small results (recipe_tapo.toy.results): the report built from them alone is
+the report built from the work folder, so an interrupted comparison resumes from committed files."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from recipe_tapo.toy.report import collect, render
+from recipe_tapo.toy.results import main, save_results
+
+# real pre-RL files (pilot 4's cold start): its probe on the test split, its own synthesis's stats
+PILOT4 = Path(__file__).parents[1] / "docs/toy_experiment/pilots/pilot4_cold_start/results/pre_rl"
+WRONG = "47 + 5 = 53\n53 - 8 = 45\n\\boxed{45}"
+INSERTED = {"status": "ok", "acc": True, "step": 1, "wrong": WRONG, "synthesis": "<analysis>47 + 5 = 52, not 53.</analysis>",
+            "trajectory": "47 + 5 = 53\nWait, 47 + 5 = 52, not 53.\n52 - 8 = 44\n\\boxed{44}", "token_ids": [1] * 60}
+
+
+def _write_jsonl(path, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
+def _eval_results(path, pass1):
+    path.mkdir(parents=True, exist_ok=True)
+    benchmark = {"metrics": {"pass@1": pass1, "dsr": 10.0, "err": 20.0}, "num_problems": 4, "samples_per_problem": [2]}
+    (path / "eval_results.json").write_text(json.dumps({"benchmarks": {"toy_chain": benchmark}}))
+
+
+def _work_folder(root):
+    """A work folder as run_toy_reproduction.sh leaves it after one TAPO run, large files included."""
+    (root / ".stages").mkdir(parents=True)
+    (root / ".stages" / "rl_tapo_s0.done").write_text("120\n")
+    samples = [{"problem_id": str(i // 4), "correct": i % 3 == 0, "response": "x" * 100} for i in range(16)]
+    _write_jsonl(root / "eval" / "pre_rl_cold_start" / "samples.jsonl", samples)
+    (root / "eval" / "pre_rl_synthesis").mkdir(parents=True)
+    shutil.copyfile(PILOT4 / "cold_start_synthesis_stats.json", root / "eval" / "pre_rl_synthesis" / "stats.json")
+    _write_jsonl(root / "eval" / "pre_rl_synthesis" / "synthesis_records.jsonl",
+                 [INSERTED, {**INSERTED, "trajectory": "47 + 5 = 52\nWait, 47 + 5 = 52, not 52.\n\\boxed{44}"},
+                  {"status": "prefix_too_short", "wrong": WRONG, "trajectory": ""}])
+    for folder, pass1 in (("cold_start", 50.0), ("tapo_s0", 60.0)):
+        _eval_results(root / "eval" / folder, pass1)
+        _eval_results(root / "eval" / folder / "greedy", pass1 + 20)
+    (root / "eval" / "probe" / "tapo_s0").mkdir(parents=True)
+    shutil.copyfile(PILOT4 / "cold_start_probe_test.json", root / "eval" / "probe" / "tapo_s0" / "probe_results.json")
+    run = root / "runs" / "tapo_s0"
+    _write_jsonl(run / "metrics.jsonl", [{"step": 1, "data": {"tapo/pairs": 2.0, "tapo/synthesis_requests": 2.0,
+                                                              "tapo/parse_rate": 1.0, "tapo/constructed_rows": 1.0}}])
+    _write_jsonl(run / "tapo_dump" / "step_1.jsonl", [INSERTED, {"status": "parse_failed", "wrong": WRONG}])
+    (run / "global_step_1").mkdir()
+    (run / "global_step_1" / "model.safetensors").write_bytes(b"\0" * 1000)  # a checkpoint: not a result
+
+
+def _report(folder):
+    return render(collect(str(folder), ["tapo"], ["0"]), ["tapo"], ["0"], rl_steps=1, quick=False, command="x")
+
+
+@pytest.mark.parametrize("inside", [True, False])
+def test_the_report_from_the_saved_results_alone_is_the_work_folders(tmp_path, inside):
+    work = tmp_path / "work"
+    _work_folder(work)
+    results = work / "results" if inside else tmp_path / "results"
+    save_results(str(work), str(results))
+    save_results(str(work), str(results))  # after every stage: a second save nests nothing and changes nothing
+    assert not (results / "results").exists()
+    assert not list(results.rglob("samples.jsonl")) and not list(results.rglob("synthesis_records.jsonl"))
+    assert not (results / "runs" / "tapo_s0" / "tapo_dump").exists() and not list(results.rglob("*.safetensors"))
+    expected = _report(work)
+    assert "60.0" in expected and "opening with a reflection right after the wrong answer's kept text: 1 of 2 (50.0%)" in expected
+    shutil.rmtree(work / "eval") if not inside else None
+    assert _report(results) == expected
+
+
+def test_a_dump_summary_keeps_statuses_counts_and_the_shown_constructions(tmp_path):
+    work = tmp_path / "work"
+    _work_folder(work)
+    save_results(str(work), str(tmp_path / "results"))
+    summary = json.loads((tmp_path / "results" / "runs" / "tapo_s0" / "tapo_dump_summary.json").read_text())
+    assert summary["statuses"] == {"ok": 1, "parse_failed": 1}
+    assert summary["counts"] == {"inserted": 1, "right": 1, "reflecting": 1, "opening_with_reflection": 1}
+    assert summary["examples"] == [{"step": 1, "wrong": WRONG, "synthesis": INSERTED["synthesis"],
+                                    "trajectory": INSERTED["trajectory"]}]  # no token ids
+
+
+def test_the_results_folder_must_not_be_the_work_folder_and_the_work_folder_must_exist(tmp_path, capsys):
+    with pytest.raises(ValueError, match="the results folder must differ from the work folder"):
+        save_results(str(tmp_path), str(tmp_path))
+    with pytest.raises(SystemExit):
+        main(["--work-dir", str(tmp_path / "missing"), "--results-dir", str(tmp_path / "r")])
+    assert f"--work-dir {tmp_path / 'missing'} is not a folder" in capsys.readouterr().err
