@@ -107,6 +107,10 @@ if [[ "$COMMIT_RESULTS" == 1 ]] && [[ "$(git -C "$RESULTS_DIR" rev-parse --show-
     echo "COMMIT_RESULTS=1 commits RESULTS_DIR to this repository's git, but $RESULTS_DIR is not inside $REPO's work tree" >&2
     exit 2
 fi
+if [[ "$COMMIT_RESULTS" == 1 ]] && git -C "$REPO" check-ignore -q "$RESULTS_DIR"; then
+    echo "COMMIT_RESULTS=1 commits RESULTS_DIR, but git ignores $RESULTS_DIR (.gitignore): choose a folder git keeps" >&2
+    exit 2
+fi
 
 export VERL_PLATFORM=cpu HF_HUB_OFFLINE=1 WANDB_MODE=disabled RAY_AUTH_MODE=disabled RAY_DEDUP_LOGS=0
 export TOKENIZERS_PARALLELISM=false

@@ -2,6 +2,7 @@
 the report built from the work folder, so an interrupted comparison resumes from committed files."""
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -89,3 +90,22 @@ def test_the_results_folder_must_not_be_the_work_folder_and_the_work_folder_must
     with pytest.raises(SystemExit):
         main(["--work-dir", str(tmp_path / "missing"), "--results-dir", str(tmp_path / "r")])
     assert f"--work-dir {tmp_path / 'missing'} is not a folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("results, message", [
+    ("outside", "COMMIT_RESULTS=1 commits RESULTS_DIR to this repository's git, but {path} is not inside"),
+    ("outputs/commit_results_test", "COMMIT_RESULTS=1 commits RESULTS_DIR, but git ignores {path} (.gitignore)"),
+])
+def test_the_script_refuses_to_commit_results_git_would_not_keep(tmp_path, results, message):
+    import subprocess
+
+    repo = Path(__file__).parents[1]
+    path = tmp_path / "results" if results == "outside" else repo / results
+    try:
+        done = subprocess.run(["bash", "run_scripts/run_toy_reproduction.sh"], cwd=repo, capture_output=True, text=True,
+                              timeout=60, env={**os.environ, "QUICK": "1", "COMMIT_RESULTS": "1", "RESULTS_DIR": str(path),
+                                               "WORK_DIR": str(tmp_path / "work")})
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+    assert done.returncode == 2 and message.format(path=path) in done.stderr
+    assert not (tmp_path / "work" / ".stages" / "data.done").exists()  # refused before any stage
