@@ -172,6 +172,10 @@ class SplicingConfig:
     min_prefix_fraction: float = 0.0
     # Move the cut back to the last line break before the departure, not only to a token boundary.
     cut_at_line_boundary: bool = False
+    # Drop a construction whose reconstruction leaves the wrong answer inside one of its lines (the
+    # copy rewrote part of a line, e.g. its wrong value, instead of going on after it): for answers
+    # written a step per line, where that is a silent correction, not a reflection after the mistake.
+    reject_inside_line_departure: bool = False
     # The corrected continuation must contain this text (its final answer); "" disables the check.
     final_answer_marker: str = "\\boxed"
     # Longest trained response in tokens, EOS included; null = the trainer's data.max_response_length.

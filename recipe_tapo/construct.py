@@ -151,6 +151,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--line-boundary", action="store_true", help="cut at the start of the line where the reconstruction departs"
     )
     parser.add_argument(
+        "--reject-inside-line-departure",
+        action="store_true",
+        help="drop a construction whose copy leaves the wrong answer inside one of its lines (a rewritten step)",
+    )
+    parser.add_argument(
         "--final-answer-marker",
         default=defaults.final_answer_marker,
         help=f"text the continuation must contain (default {defaults.final_answer_marker!r}; '' disables)",
@@ -165,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
             min_prefix_tokens=args.min_prefix_tokens,
             min_prefix_fraction=args.min_prefix_fraction,
             cut_at_line_boundary=args.line_boundary,
+            reject_inside_line_departure=args.reject_inside_line_departure,
             final_answer_marker=args.final_answer_marker,
             max_response_length=args.max_length,
             full_reconstruction=args.full_reconstruction,

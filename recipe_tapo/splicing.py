@@ -36,6 +36,7 @@ class SpliceFailure(str, Enum):
     ANCHOR_NOT_FOUND = "anchor_not_found"
     ANCHOR_AMBIGUOUS = "anchor_ambiguous"
     NO_DEPARTURE = "no_departure"
+    DEPARTURE_INSIDE_LINE = "departure_inside_line"
     NO_FINAL_ANSWER = "no_final_answer"
     NO_TOKEN_BOUNDARY = "no_token_boundary"
     PREFIX_TOO_SHORT = "prefix_too_short"
@@ -84,6 +85,14 @@ def find_departure(wrong: str, reconstruction: str) -> tuple[int, int]:
     wrong_word, recon_word = wrong_words[common], recon_words[common]
     same_chars = _common_prefix_length(wrong_word, recon_word)
     return _word_start(wrong, common) + same_chars, _word_start(reconstruction, common) + same_chars
+
+
+def departs_inside_line(wrong: str, departure: int) -> bool:
+    """Whether `departure` (an offset in `wrong`, as `find_departure` gives) lies inside a line of
+    `wrong`: after some non-blank text of its line and before the end of `wrong`'s text. A departure
+    at a line's start (after its indentation) or after all of `wrong` is not."""
+    line_start = wrong.rfind("\n", 0, departure) + 1
+    return bool(wrong[line_start:departure].strip()) and bool(wrong[departure:].strip())
 
 
 @dataclass(frozen=True)
@@ -153,7 +162,9 @@ def splice_trajectory(
 
     Rejections (`SplicedTrajectory.failure`): the anchor is not in y- at word boundaries, or is
     there more than once (anchor mode); the reconstruction never departs from y- (nothing was
-    corrected); the corrected continuation (the text after the departure, not y-'s own text) lacks
+    corrected); the departure falls inside one of y-'s lines (with
+    `config.reject_inside_line_departure`: the copy rewrote the line); the corrected continuation
+    (the text after the departure, not y-'s own text) lacks
     `config.final_answer_marker`; no token boundary decodes to a prefix of y-; the kept prefix is
     below `config.min_prefix_tokens` or `config.min_prefix_fraction`; the appended text tokenises
     to a special token (e.g. a literal EOS); the response with EOS is longer than
@@ -191,6 +202,8 @@ def splice_trajectory(
     continuation = reconstruction[recon_departure:]
     if not continuation.strip():
         return SplicedTrajectory(SpliceFailure.NO_DEPARTURE)
+    if config.reject_inside_line_departure and departs_inside_line(wrong_text, departure):
+        return SplicedTrajectory(SpliceFailure.DEPARTURE_INSIDE_LINE)
     if config.full_reconstruction:
         return _full_reconstruction(reconstruction, tokenizer, config, eos)
     # The correction must give its own final answer: a marker y- already wrote does not count.

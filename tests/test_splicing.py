@@ -8,7 +8,8 @@ from hypothesis import HealthCheck, assume, event, given, settings, target
 from hypothesis import strategies as st
 
 from recipe_tapo.config import SplicingConfig
-from recipe_tapo.splicing import AnchorMatch, SpliceFailure, find_departure, locate_anchor, splice_trajectory
+from recipe_tapo.splicing import (AnchorMatch, SpliceFailure, departs_inside_line, find_departure, locate_anchor,
+                                  splice_trajectory)
 from recipe_tapo.synthesis import ParsedSynthesis
 
 WRONG = "First, 7 * 8 = 54.\nThen 54 + 1 = 55.\nSo the answer is \\boxed{55}."
@@ -589,3 +590,53 @@ def test_the_kept_prefix_is_the_rollouts_own_ids_for_any_tokenisation(tapo_token
         assert result.token_ids[: result.cut_tokens] == tuple(own_ids[: result.cut_tokens])
         assert tapo_tokenizer.decode(own_ids[: result.cut_tokens]) == wrong[: result.cut_chars]
         assert _normalised(result.text) == _normalised(recon)
+
+
+# A step-per-line answer (the toy's form) whose second line is wrong, and two reconstructions of it.
+STEPS_WRONG = "47 + 5 = 52\n52 - 8 = 45\n45 + 6 = 51\n\\boxed{51}"
+REFLECTS_AFTER_IT = "47 + 5 = 52\n52 - 8 = 45\nWait, 52 - 8 = 44, not 45.\n44 + 6 = 50\n\\boxed{50}"
+REWRITES_IT = "47 + 5 = 52\n52 - 8 = 44\nWait, 52 - 8 = 44, not 44.\n44 + 6 = 50\n\\boxed{50}"
+
+
+def test_a_copy_that_rewrites_the_wrong_step_is_dropped_only_when_asked(tapo_tokenizer):
+    ids = tapo_tokenizer.encode(STEPS_WRONG, add_special_tokens=False)
+    strict = dataclasses.replace(LENIENT, reject_inside_line_departure=True)
+    # The silent correction: the copy writes 44 inside the wrong line, the "reflection" is a no-op.
+    rewritten = splice_trajectory(STEPS_WRONG, ids, _verbatim(REWRITES_IT), tapo_tokenizer, LENIENT)
+    assert rewritten.ok and rewritten.appended_text.lstrip().startswith("44\nWait")
+    assert splice_trajectory(STEPS_WRONG, ids, _verbatim(REWRITES_IT), tapo_tokenizer, strict).failure == (
+        SpliceFailure.DEPARTURE_INSIDE_LINE)
+    # TAPO's form: the wrong line kept whole, the reflection right after it; the option changes nothing.
+    proper = splice_trajectory(STEPS_WRONG, ids, _verbatim(REFLECTS_AFTER_IT), tapo_tokenizer, strict)
+    assert proper == splice_trajectory(STEPS_WRONG, ids, _verbatim(REFLECTS_AFTER_IT), tapo_tokenizer, LENIENT)
+    assert proper.ok and proper.appended_text.lstrip().startswith("Wait, 52 - 8 = 44, not 45.")
+
+
+@pytest.mark.parametrize("wrong, departure, inside", [
+    ("ab\ncd", 0, False), ("ab\ncd", 3, False), ("ab\ncd", 4, True), ("ab\n  cd", 5, False),
+    ("ab\ncd", 5, False), ("ab\ncd\n\n", 6, False), ("ab\ncd", 1, True),
+])
+def test_a_departure_is_inside_a_line_after_its_text_and_before_the_end(wrong, departure, inside):
+    assert departs_inside_line(wrong, departure) is inside
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=_splice_case())
+def test_rejecting_inside_line_departures_drops_exactly_those_and_changes_no_other_splice(tapo_tokenizer, case):
+    wrong, recon = case
+    ids = tapo_tokenizer.encode(wrong, add_special_tokens=False)
+    plain = splice_trajectory(wrong, ids, _verbatim(recon), tapo_tokenizer, LENIENT)
+    strict = splice_trajectory(wrong, ids, _verbatim(recon), tapo_tokenizer,
+                               dataclasses.replace(LENIENT, reject_inside_line_departure=True))
+    departure, _ = find_departure(wrong, recon)
+    if plain.failure is SpliceFailure.NO_DEPARTURE:
+        assert strict.failure is SpliceFailure.NO_DEPARTURE
+    elif departs_inside_line(wrong, departure):
+        event("departure inside a line")
+        assert strict.failure is SpliceFailure.DEPARTURE_INSIDE_LINE
+    else:
+        event("departure at a line start or after the answer")
+        assert strict == plain
+        if strict.ok:  # what y- kept ends its line: only whitespace of y- stands between it and the new text
+            kept_line = wrong[wrong.rfind("\n", 0, departure) + 1: departure]
+            assert not kept_line.strip() or not wrong[departure:].strip()

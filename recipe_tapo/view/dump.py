@@ -45,6 +45,7 @@ STATUS_MEANINGS = {
     "anchor_not_found": "the quoted step is nowhere in the wrong answer",
     "anchor_ambiguous": "the quoted step occurs more than once in the wrong answer",
     "no_departure": "the reconstruction never departs from the wrong answer",
+    "departure_inside_line": "the copy rewrote part of a line of the wrong answer (tapo.splicing.reject_inside_line_departure)",
     "no_final_answer": "the corrected continuation gives no final answer (marker missing)",
     "no_token_boundary": "no token boundary of the wrong answer at the cut",
     "prefix_too_short": "the kept prefix is below tapo.splicing.min_prefix_tokens / min_prefix_fraction",
