@@ -69,7 +69,8 @@ def test_the_report_from_the_saved_results_alone_is_the_work_folders(tmp_path, i
     assert not (results / "runs" / "tapo_s0" / "tapo_dump").exists() and not list(results.rglob("*.safetensors"))
     expected = _report(work)
     assert "60.0" in expected and "opening with a reflection right after the wrong answer's kept text: 1 of 2 (50.0%)" in expected
-    shutil.rmtree(work / "eval") if not inside else None
+    if not inside:  # the work folder's evaluations gone: the kept results alone give the same report
+        shutil.rmtree(work / "eval")
     assert _report(results) == expected
 
 
@@ -109,3 +110,19 @@ def test_the_script_refuses_to_commit_results_git_would_not_keep(tmp_path, resul
         shutil.rmtree(path, ignore_errors=True)
     assert done.returncode == 2 and message.format(path=path) in done.stderr
     assert not (tmp_path / "work" / ".stages" / "data.done").exists()  # refused before any stage
+
+
+def test_broken_files_in_a_work_folder_are_skipped_with_a_warning_not_the_end_of_the_results(tmp_path, capsys):
+    work = tmp_path / "work"
+    _work_folder(work)
+    dump = work / "runs" / "tapo_s0" / "tapo_dump" / "step_1.jsonl"
+    # a line cut short, bad bytes, a lone surrogate escape and a 2 MB line beside the real records
+    dump.write_bytes(dump.read_bytes() + b'{"status": "ok", "wro\n\xff\xfe\n{"status": "\\ud800"}\n'
+                     + b'{"x": "' + b"a" * 2_000_000 + b'"}\n')
+    (work / "eval" / "cold_start" / "eval_results.json").write_bytes(b'{"benchmarks": {"toy_')  # a killed run's
+    save_results(str(work), str(tmp_path / "results"))
+    summary = json.loads((tmp_path / "results" / "runs" / "tapo_s0" / "tapo_dump_summary.json").read_text())
+    assert summary["counts"]["inserted"] == 1 and summary["statuses"]["parse_failed"] == 1
+    report = _report(tmp_path / "results")
+    assert "60.0" in report  # the arm's evaluation is still there; the broken cold-start one is missing
+    assert "not readable JSON" in capsys.readouterr().err

@@ -77,10 +77,16 @@ def arm_label(arm: str) -> str:
 
 
 def _read_json(path: str):
+    """A JSON file's value; None when it is absent, or broken (bad bytes, cut short by a killed run:
+    reported as missing, with a warning)."""
     if not os.path.isfile(path):
         return None
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except ValueError as error:  # json.JSONDecodeError and UnicodeDecodeError alike
+        print(f"[report] {path}: skipped, not readable JSON ({error})", file=sys.stderr)
+        return None
 
 
 def _read_jsonl(path: str) -> list[dict]:
@@ -289,9 +295,6 @@ def dump_records(run_dir: str) -> list[dict]:
 GROUP_STATS = "group_stats.json"
 SYNTHESIS_COUNTS = "construction_counts.json"
 DUMP_SUMMARY = "tapo_dump_summary.json"
-# The work folder's small files a results folder copies as they are (globs under the work folder).
-COPIED_RESULT_PATTERNS = (".stages/*.done", "**/eval_results.json", "**/probe_results.json", "runs/*/metrics.jsonl",
-                          "cold_start/stats.json", "eval/pre_rl_synthesis/stats.json", "zpd/*.counts.jsonl")
 # Inserted constructions a run's summary keeps to show, and the fields kept of each.
 SHOWN_EXAMPLES = 2
 EXAMPLE_FIELDS = ("step", "wrong", "synthesis", "trajectory")

@@ -28,8 +28,12 @@ import json
 import os
 import shutil
 
-from recipe_tapo.toy.report import (COPIED_RESULT_PATTERNS, DUMP_SUMMARY, GROUP_STATS, SYNTHESIS_COUNTS, builder_counts,
-                                    eval_group_stats, run_dump_summary)
+from recipe_tapo.toy.report import (DUMP_SUMMARY, GROUP_STATS, SYNTHESIS_COUNTS, builder_counts, eval_group_stats,
+                                    run_dump_summary)
+
+# The work folder's small files kept as they are (globs under the work folder): what the report reads.
+COPIED_RESULT_PATTERNS = (".stages/*.done", "**/eval_results.json", "**/probe_results.json", "runs/*/metrics.jsonl",
+                          "cold_start/stats.json", "eval/pre_rl_synthesis/stats.json", "zpd/*.counts.jsonl")
 
 
 def save_results(work_dir: str, results_dir: str) -> list[str]:
