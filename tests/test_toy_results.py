@@ -126,3 +126,17 @@ def test_broken_files_in_a_work_folder_are_skipped_with_a_warning_not_the_end_of
     report = _report(tmp_path / "results")
     assert "60.0" in report  # the arm's evaluation is still there; the broken cold-start one is missing
     assert "not readable JSON" in capsys.readouterr().err
+
+
+def test_a_summary_is_recomputed_only_when_what_it_summarises_changed(tmp_path):
+    work, results = tmp_path / "work", tmp_path / "results"
+    _work_folder(work)
+    first = save_results(str(work), str(results))
+    summary = os.path.join("runs", "tapo_s0", "tapo_dump_summary.json")
+    assert summary in first and summary not in save_results(str(work), str(results))  # a finished run: read once
+    dump = work / "runs" / "tapo_s0" / "tapo_dump" / "step_2.jsonl"
+    _write_jsonl(dump, [{**INSERTED, "step": 2}])  # the run went on
+    later = (results / summary).stat().st_mtime + 1
+    os.utime(dump, (later, later))
+    assert summary in save_results(str(work), str(results))
+    assert json.loads((results / summary).read_text())["counts"]["inserted"] == 2

@@ -40,7 +40,9 @@ def save_results(work_dir: str, results_dir: str) -> list[str]:
     """Copy and summarise WORK's small results into RESULTS (see the module docstring).
 
     Returns the paths written, relative to RESULTS. Files already in RESULTS are overwritten, and
-    files there whose source is gone are kept: RESULTS only grows, as a run's commits do.
+    files there whose source is gone are kept: RESULTS only grows, as a run's commits do. A summary
+    newer than everything it summarises is not recomputed: the script saves after every stage, and a
+    finished run's dumps are read once, not once per later stage.
     """
     if os.path.abspath(work_dir) == os.path.abspath(results_dir):
         raise ValueError(f"the results folder must differ from the work folder, got {results_dir} for both")
@@ -57,8 +59,18 @@ def save_results(work_dir: str, results_dir: str) -> list[str]:
     for pattern, name, summarise in summaries:
         for source in _sources(work_dir, results_dir, pattern):
             folder = os.path.dirname(source)
-            written.append(_write_json(work_dir, results_dir, folder, name, summarise(folder)))
+            target = os.path.join(results_dir, os.path.relpath(folder, work_dir), name)
+            if not _newer_than(target, source):
+                written.append(_write_json(work_dir, results_dir, folder, name, summarise(folder)))
     return written
+
+
+def _newer_than(target: str, source: str) -> bool:
+    """Whether `target` exists and was written after `source` (a file, or a folder's files) last changed."""
+    if not os.path.isfile(target):
+        return False
+    files = glob.glob(os.path.join(source, "*")) if os.path.isdir(source) else [source]
+    return all(os.path.getmtime(path) < os.path.getmtime(target) for path in files)
 
 
 def _sources(work_dir: str, results_dir: str, pattern: str) -> list[str]:
