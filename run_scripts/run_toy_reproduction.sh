@@ -107,6 +107,10 @@ if [[ "$COMMIT_RESULTS" == 1 ]] && [[ "$(git -C "$RESULTS_DIR" rev-parse --show-
     echo "COMMIT_RESULTS=1 commits RESULTS_DIR to this repository's git, but $RESULTS_DIR is not inside $REPO's work tree" >&2
     exit 2
 fi
+if [[ "$COMMIT_RESULTS" == 1 ]] && ! git -C "$REPO" var GIT_COMMITTER_IDENT >/dev/null 2>&1; then
+    echo "COMMIT_RESULTS=1 commits with git, which has no identity here: set user.name and user.email" >&2
+    exit 2
+fi
 if [[ "$COMMIT_RESULTS" == 1 ]] && git -C "$REPO" check-ignore -q "$RESULTS_DIR"; then
     echo "COMMIT_RESULTS=1 commits RESULTS_DIR, but git ignores $RESULTS_DIR (.gitignore): choose a folder git keeps" >&2
     exit 2

@@ -140,3 +140,21 @@ def test_a_summary_is_recomputed_only_when_what_it_summarises_changed(tmp_path):
     os.utime(dump, (later, later))
     assert summary in save_results(str(work), str(results))
     assert json.loads((results / summary).read_text())["counts"]["inserted"] == 2
+
+
+def test_commit_results_commits_each_stages_results_to_the_repository(tmp_path):
+    # A clone of this repository (its script commits into the repository it lives in), one cheap stage.
+    import subprocess
+
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", "--local", str(Path(__file__).parents[1]), str(clone)], check=True, timeout=120)
+    identity = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
+                "GIT_COMMITTER_EMAIL": "t@example.com"}
+    done = subprocess.run(["bash", "run_scripts/run_toy_reproduction.sh"], cwd=clone, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, **identity, "QUICK": "1", "UNTIL": "data", "COMMIT_RESULTS": "1",
+                                            "RESULTS_DIR": str(clone / "docs" / "quick_results"),
+                                            "WORK_DIR": str(tmp_path / "work")})
+    assert done.returncode == 0, done.stdout + done.stderr
+    log = subprocess.run(["git", "log", "-1", "--format=%s", "--name-only"], cwd=clone, capture_output=True, text=True).stdout
+    assert log.startswith("toy results after stage data (work)") and "docs/quick_results/.stages/data.done" in log
+    assert not subprocess.run(["git", "status", "--porcelain"], cwd=clone, capture_output=True, text=True).stdout
