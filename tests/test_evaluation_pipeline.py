@@ -78,6 +78,55 @@ def test_filter_keeps_problems_within_the_bounds(tokenizer, tiny_assets, tmp_pat
     assert [c["correct"] for c in counts] == [0, 2, 4]
 
 
+def test_filter_applies_other_bounds_to_a_previous_runs_counts_without_a_model(tokenizer, tiny_assets, tmp_path,
+                                                                             monkeypatch):
+    rows = [make_row("deepscaler", f"What is {i} + {i}?", str(2 * i), "train", i, f"d{i}") for i in range(4)]
+    source = tmp_path / "train.parquet"
+    pd.DataFrame(rows).to_parquet(source, index=False)
+    scripted = [["\\boxed{1}"] * 4, ["\\boxed{2}", "x", "x", "x"], ["\\boxed{4}"] * 3 + ["x"], ["\\boxed{6}"] * 4]
+    monkeypatch.setattr(difficulty_filter, "generator_from_args", lambda *a: ScriptedGenerator(tokenizer, scripted))
+    sampled = tmp_path / "zpd.parquet"
+    difficulty_filter.main(["--model", tiny_assets["model"], "--input", str(source), "--output", str(sampled),
+                            "--k", "4", "--min-correct", "1", "--max-correct", "3"])
+    monkeypatch.setattr(difficulty_filter, "generator_from_args", lambda *a: pytest.fail("sampled again"))
+    # The same bounds rebuild the same pool; other bounds choose from the same counts.
+    for bounds, expected in ((("1", "3"), ["d1", "d2"]), (("3", "4"), ["d2", "d3"])):
+        out = tmp_path / f"again_{bounds[0]}.parquet"
+        summary = difficulty_filter.main(["--input", str(source), "--output", str(out), "--k", "4",
+                                          "--min-correct", bounds[0], "--max-correct", bounds[1],
+                                          "--counts-from", f"{sampled}.counts.jsonl"])
+        assert pd.read_parquet(out)["extra_info"].map(lambda e: e["source_id"]).tolist() == expected
+        assert summary["correct_count_histogram"] == {"0": 1, "1": 1, "2": 0, "3": 1, "4": 1}
+        assert open(f"{out}.counts.jsonl").read() == open(f"{sampled}.counts.jsonl").read()
+    assert pd.read_parquet(tmp_path / "again_1.parquet").equals(pd.read_parquet(sampled))
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda lines: lines[:-1], "has 3 records, the input has 4 problems: it was written for another input"),
+    (lambda lines: [lines[1], lines[0], *lines[2:]], "record 0 is row 1, problem 'd1'; the input's row 0 is problem 'd0'"),
+    (lambda lines: [lines[0].replace('"samples": 4', '"samples": 8'), *lines[1:]], "problem 'd0' was sampled 8 times, not --k 4"),
+    (lambda lines: ["{not json", *lines[1:]], "line 1 is not a counts record"),
+])
+def test_filter_refuses_counts_written_for_another_input_naming_the_mismatch(tmp_path, edit, message):
+    rows = [make_row("deepscaler", f"What is {i} + {i}?", str(2 * i), "train", i, f"d{i}") for i in range(4)]
+    source = tmp_path / "train.parquet"
+    pd.DataFrame(rows).to_parquet(source, index=False)
+    lines = [json.dumps({"problem_id": f"d{i}", "row": i, "correct": i, "samples": 4, "skipped": None}) for i in range(4)]
+    counts = tmp_path / "counts.jsonl"
+    counts.write_text("\n".join(edit(lines)) + "\n")
+    with pytest.raises(SystemExit) as stop:
+        difficulty_filter.main(["--input", str(source), "--output", str(tmp_path / "out.parquet"), "--k", "4", "--max-correct", "3",
+                                "--counts-from", str(counts)])
+    assert message in str(stop.value)
+    assert not (tmp_path / "out.parquet").exists()
+
+
+def test_filter_needs_a_model_or_counts(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        difficulty_filter.main(["--input", "x", "--output", "y"])
+    assert "--model is required" in capsys.readouterr().err
+
+
 def test_filter_refuses_impossible_bounds(tiny_assets, tmp_path):
     with pytest.raises(SystemExit):
         difficulty_filter.main(["--model", tiny_assets["model"], "--input", "x", "--output", "y",
