@@ -175,6 +175,7 @@ class SplicingConfig:
     # Drop a construction whose reconstruction leaves the wrong answer inside one of its lines (the
     # copy rewrote part of a line, e.g. its wrong value, instead of going on after it): for answers
     # written a step per line, where that is a silent correction, not a reflection after the mistake.
+    # Only under synthesis.prefix_end "after_error": "before_error" drops the mistake by design.
     reject_inside_line_departure: bool = False
     # The corrected continuation must contain this text (its final answer); "" disables the check.
     final_answer_marker: str = "\\boxed"

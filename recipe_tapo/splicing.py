@@ -163,7 +163,8 @@ def splice_trajectory(
     Rejections (`SplicedTrajectory.failure`): the anchor is not in y- at word boundaries, or is
     there more than once (anchor mode); the reconstruction never departs from y- (nothing was
     corrected); the departure falls inside one of y-'s lines (with
-    `config.reject_inside_line_departure`: the copy rewrote the line); the corrected continuation
+    `config.reject_inside_line_departure` and prefix_end "after_error": the copy rewrote the line
+    instead of keeping the mistake); the corrected continuation
     (the text after the departure, not y-'s own text) lacks
     `config.final_answer_marker`; no token boundary decodes to a prefix of y-; the kept prefix is
     below `config.min_prefix_tokens` or `config.min_prefix_fraction`; the appended text tokenises
@@ -202,7 +203,8 @@ def splice_trajectory(
     continuation = reconstruction[recon_departure:]
     if not continuation.strip():
         return SplicedTrajectory(SpliceFailure.NO_DEPARTURE)
-    if config.reject_inside_line_departure and departs_inside_line(wrong_text, departure):
+    # Under "before_error" the wrong step is not kept: rewriting it inside its line is the intended form.
+    if config.reject_inside_line_departure and prefix_end == "after_error" and departs_inside_line(wrong_text, departure):
         return SplicedTrajectory(SpliceFailure.DEPARTURE_INSIDE_LINE)
     if config.full_reconstruction:
         return _full_reconstruction(reconstruction, tokenizer, config, eos)

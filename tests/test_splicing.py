@@ -612,6 +612,18 @@ def test_a_copy_that_rewrites_the_wrong_step_is_dropped_only_when_asked(tapo_tok
     assert proper.ok and proper.appended_text.lstrip().startswith("Wait, 52 - 8 = 44, not 45.")
 
 
+def test_under_before_error_a_rewritten_wrong_step_is_the_intended_form_and_is_kept(tapo_tokenizer):
+    # prefix_end="before_error" keeps y- up to the mistake and has the correction rewrite it: the copy
+    # leaves the wrong line inside it by design, so the guard (an after_error check) drops nothing.
+    ids = tapo_tokenizer.encode(STEPS_WRONG, add_special_tokens=False)
+    strict = dataclasses.replace(LENIENT, reject_inside_line_departure=True)
+    corrected = "47 + 5 = 52\n52 - 8 = 44\n44 + 6 = 50\n\\boxed{50}"
+    kept = splice_trajectory(STEPS_WRONG, ids, _verbatim(corrected), tapo_tokenizer, strict, prefix_end="before_error")
+    assert kept == splice_trajectory(STEPS_WRONG, ids, _verbatim(corrected), tapo_tokenizer, LENIENT,
+                                     prefix_end="before_error")
+    assert kept.ok and kept.appended_text.lstrip().startswith("44\n44 + 6 = 50")
+
+
 @pytest.mark.parametrize("wrong, departure, inside", [
     ("ab\ncd", 0, False), ("ab\ncd", 3, False), ("ab\ncd", 4, True), ("ab\n  cd", 5, False),
     ("ab\ncd", 5, False), ("ab\ncd\n\n", 6, False), ("ab\ncd", 1, True),
