@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # TAPO vs GRPO on the toy task, on CPU, through the recipe's real code (issues 11 and 16):
 #   [cold-start rebuild: data -> base SFT (verl's SFT trainer) -> cold-start data (the cold-start
-#   builder, programmatic teacher for the synthesis targets) -> cold-start SFT] -> pre-RL measurements
+#   builder, programmatic teacher for the synthesis targets) -> cold-start SFT -> a second round of
+#   both on fresh training problems, continuing from the first] -> pre-RL measurements
 #   of the cold start (solving; its own synthesis on the RL prompts) -> the arms (verl's PPO trainer
 #   with the hf rollout; same checkpoint, seeds, steps) -> evaluation on the held-out test set
 #   (recipe_tapo.evaluation: Pass@k, DSR, ERR, sampled and greedy) and the forced-prefix recovery
@@ -10,7 +11,7 @@
 #
 #   bash run_scripts/run_toy_reproduction.sh                 # the main comparison, from the shipped cold start, on the ZPD pool
 #   ABLATIONS=1 bash run_scripts/run_toy_reproduction.sh     # adds the ablation arms
-#   COLD_START=build bash run_scripts/run_toy_reproduction.sh  # rebuild the base and the cold start first (about 100 minutes)
+#   COLD_START=build bash run_scripts/run_toy_reproduction.sh  # rebuild the base and the cold start first (about 3.5 hours)
 #   QUICK=1 bash run_scripts/run_toy_reproduction.sh         # every stage in minutes (CI)
 #   ARMS=opsd COLD_START=shipped PRE_RL=0 QUICK=1 bash run_scripts/run_toy_reproduction.sh  # one arm, no cold-start stages
 #
@@ -129,6 +130,8 @@ DATA="$TOY/data"
 BASE_DIR="$WORK_DIR/checkpoints/base_sft"
 COLD_DATA="$WORK_DIR/cold_start"
 COLD_DIR="$WORK_DIR/checkpoints/cold_start_sft"
+MORE_DATA="$WORK_DIR/cold_start_more"
+MORE_DIR="$WORK_DIR/checkpoints/cold_start_more_sft"
 RUNS="$WORK_DIR/runs"
 EVAL="$WORK_DIR/eval"
 PROBE="$EVAL/probe"
@@ -138,7 +141,7 @@ TEMPLATE="$REPO/config/prompts/toy_synthesis_verbatim.txt"
 BEFORE_ERROR_TEMPLATE="$REPO/config/prompts/toy_synthesis_verbatim_before_error.txt"
 case $COLD_START in
     shipped) MODEL="$REPO/recipe_tapo/toy/cold_start_model" ;;
-    build) MODEL="$COLD_DIR/huggingface" ;;
+    build) MODEL="$MORE_DIR/huggingface" ;;
     *) MODEL=$(cd "$COLD_START" && pwd) ;;
 esac
 
@@ -151,6 +154,7 @@ if [[ "$QUICK" == 1 ]]; then
     MEASURE_N=4
     COLD_LIMIT=24; COLD_SYNTHESIS=40; COLD_SOLUTIONS=16; COLD_PLAIN=32; COLD_PRIVILEGED=16
     COLD_STEPS=3; COLD_BATCH=8; COLD_LR=1e-3
+    MORE_ROWS=24; MORE_SYNTHESIS=40; MORE_SOLUTIONS=8; MORE_PLAIN=16; MORE_PRIVILEGED=8; MORE_STEPS=2; MORE_LR=1e-3
     SYNTHESIS_PROBLEMS=16
     EVAL_N=2; EVAL_K=(1 2)
     PROBE_PREFIXES=4; PROBE_SAMPLES=2; PROBE_K=2
@@ -162,23 +166,30 @@ else
     # 4000 steps of 32 (6.4 epochs of the SFT file), chosen on the pilots before any RL run
     # (docs/toy_experiment/pilots/): at 2000 steps the base did not yet tie its reflections to its wrong
     # lines (pilot 2); at 4000 it reflects after 11% of its own wrong lines and 6% of right ones, and
-    # 62% of those reflections end right (pilot 3, slip rate 0.16). About 38 minutes here.
+    # 62% of those reflections end right (pilot 3, slip rate 0.16); with slips on the hard steps
+    # (pilot 4, the build defaults) 25% and 64%. About 55 minutes here.
     BASE_STEPS=4000; BASE_BATCH=32
     MEASURE_N=8
     # The cold start, set on the first toy from the cold-started policy's own synthesis measured before
     # RL (docs/toy_experiment/2026-12-03_first_toy/COMMAND.md, "Pre-RL"): an anchor-mode cold start
     # spliced 26% of requests, 40% of them right -> verbatim mode, the question last in the template,
-    # this data and 2400 steps: 67% spliced, 58% right with greedy synthesis. Kept for this toy: 98%
-    # of 508 requests spliced, 55% right (docs/toy_experiment/COMMAND.md).
+    # this data and 2400 steps: 67% spliced, 58% right with greedy synthesis. On this toy (pilot 4):
+    # 96% of 764 requests spliced, 74% right, but only 27% in TAPO's form (a reflection right where
+    # the kept wrong text ends).
     # 1000 chats read a right solution given in the OPSD arm's privileged prompt (recipe_tapo.toy.mix):
-    # the first toy's self-teacher, never shown one, was worse than the student. Added after the shipped
-    # cold start was built (it solves 5.6% under that prompt); pilot 4's, built with them, 88.9%.
+    # the first toy's self-teacher, never shown one, was worse than the student (pilot 4's: 88.9%).
     COLD_LIMIT=2000; COLD_SYNTHESIS=4000; COLD_SOLUTIONS=1000; COLD_PLAIN=2000; COLD_PRIVILEGED=1000
     COLD_STEPS=2400; COLD_BATCH=16; COLD_LR=3e-3
+    # The second round (pilot 5, docs/toy_experiment/COMMAND.md): the base's rollouts on the 1500
+    # training problems after the synthesis measurement's, 1200 more steps at lr 1e-3 from the first
+    # round's checkpoint. Written to raise the share in TAPO's form; it did not (28%), but it kept the
+    # pool's bars and lifted the self-teacher (91.9%); the guard in profile toy_run does the rest.
+    MORE_ROWS=1500; MORE_SYNTHESIS=4000; MORE_SOLUTIONS=500; MORE_PLAIN=1000; MORE_PRIVILEGED=500
+    MORE_STEPS=1200; MORE_LR=1e-3
     SYNTHESIS_PROBLEMS=500
     EVAL_N=4; EVAL_K=(1 2 4)
-    # One answer of the cold start per problem: about 300 of 1000 test answers are wrong (69.6% sampled
-    # accuracy); 200 prefixes of each kind, each continued 4 times (about 20 s per checkpoint).
+    # One answer of the cold start per problem: about 450 of 1000 test answers are wrong (55.1% sampled
+    # accuracy); 200 prefixes of each kind, each continued 4 times (about 40 s per checkpoint).
     PROBE_PREFIXES=200; PROBE_SAMPLES=1; PROBE_K=4
     ZPD_K=8   # the paper's filter: solved 1-7 times of 8
     VAL_RL=32
@@ -334,24 +345,42 @@ run_zpd_filter() {
         "$ZPD_POOL" $((ZPD_K - 1)) $ZPD_K
 }
 
-run_cold_start_data() {
-    # The trainer's own synthesis prompts (TAPO_SETTINGS); targets from the programmatic teacher, which
-    # knows the first wrong step. Any mixed group gives pairs here (DCS 1/1: more examples than the RL runs' 2/4 band).
-    rm -rf "$COLD_DATA"
-    python -m recipe_tapo.cold_start --model "$BASE_DIR/huggingface" --input "$DATA/train.parquet" \
-        --output-dir "$COLD_DATA" --backend hf --k 8 --limit $COLD_LIMIT --num-synthesis $COLD_SYNTHESIS \
-        --num-solutions $COLD_SOLUTIONS --synthesis-source recipe_tapo.toy.teacher.ToyTeacher --seed 0 \
+# cold_start_data BASE INPUT OUT LIMIT SYNTHESIS SOLUTIONS PLAIN PRIVILEGED MIX_SEED: the cold-start
+# builder on BASE's own rollouts (K=8) on the first LIMIT problems of INPUT, with the trainer's own
+# synthesis prompts (TAPO_SETTINGS) and targets from the programmatic teacher, which knows the first
+# wrong step; any mixed group gives pairs here (DCS 1/1: more examples than the RL runs' 2/4 band).
+# Mixed with PLAIN solution chats and PRIVILEGED chats in the OPSD arm's prompt (recipe_tapo.toy.mix).
+cold_start_data() {
+    local base=$1 input=$2 out=$3 limit=$4 synthesis=$5 solutions=$6 plain=$7 privileged=$8 mix_seed=$9
+    rm -rf "$out"
+    python -m recipe_tapo.cold_start --model "$base" --input "$input" \
+        --output-dir "$out" --backend hf --k 8 --limit "$limit" --num-synthesis "$synthesis" \
+        --num-solutions "$solutions" --synthesis-source recipe_tapo.toy.teacher.ToyTeacher --seed 0 \
         "${TAPO_SETTINGS[@]}" tapo.selection.n_pos=1 tapo.selection.n_neg=1
-    python -m recipe_tapo.toy.mix --cold-start "$COLD_DATA/train.parquet" --sft "$DATA/sft.parquet" \
-        --solutions $COLD_PLAIN --privileged $COLD_PRIVILEGED --privileged-template "$OPSD_TEMPLATE" \
-        --out "$COLD_DATA/mixed.parquet" --seed 0
+    python -m recipe_tapo.toy.mix --cold-start "$out/train.parquet" --sft "$DATA/sft.parquet" \
+        --solutions "$plain" --privileged "$privileged" --privileged-template "$OPSD_TEMPLATE" \
+        --out "$out/mixed.parquet" --seed "$mix_seed"
 }
 
-run_cold_start_sft() {
-    sft "$COLD_DIR" model.path="$BASE_DIR/huggingface" data.train_files="$COLD_DATA/mixed.parquet" \
+# cold_start_sft OUT FROM DATA STEPS LR
+cold_start_sft() {
+    sft "$1" model.path="$2" data.train_files="$3" \
         data.max_length=$COLD_MAX_LENGTH data.train_batch_size=$COLD_BATCH data.micro_batch_size_per_gpu=$COLD_BATCH \
-        data.max_token_len_per_gpu=16384 optim.lr=$COLD_LR trainer.total_training_steps=$COLD_STEPS \
-        trainer.save_freq=$COLD_STEPS trainer.experiment_name=toy_cold_start_sft
+        data.max_token_len_per_gpu=16384 optim.lr="$5" trainer.total_training_steps="$4" \
+        trainer.save_freq="$4" trainer.experiment_name="toy_$(basename "$1")"
+}
+
+run_cold_start_data() {
+    cold_start_data "$BASE_DIR/huggingface" "$DATA/train.parquet" "$COLD_DATA" $COLD_LIMIT $COLD_SYNTHESIS \
+        $COLD_SOLUTIONS $COLD_PLAIN $COLD_PRIVILEGED 0
+}
+
+run_cold_start_more_data() {
+    # training problems neither the first round nor the synthesis measurement (train_synthesis) used
+    mkdir -p "$MORE_DATA"
+    head_rows "$DATA/train.parquet" "$MORE_DATA/problems.parquet" $((COLD_LIMIT + SYNTHESIS_PROBLEMS)) $MORE_ROWS
+    cold_start_data "$BASE_DIR/huggingface" "$MORE_DATA/problems.parquet" "$MORE_DATA/built" $MORE_ROWS \
+        $MORE_SYNTHESIS $MORE_SOLUTIONS $MORE_PLAIN $MORE_PRIVILEGED 1
 }
 
 measure_synthesis() {
@@ -431,7 +460,9 @@ if [[ "$COLD_START" == build ]]; then
     stage base_sft run_base_sft
     stage measure_base evaluate "$BASE_DIR/huggingface" "$DATA/val.parquet" "$EVAL/pre_rl_base" $MEASURE_N 1 2
     stage cold_start_data run_cold_start_data
-    stage cold_start_sft run_cold_start_sft
+    stage cold_start_sft cold_start_sft "$COLD_DIR" "$BASE_DIR/huggingface" "$COLD_DATA/mixed.parquet" $COLD_STEPS $COLD_LR
+    stage cold_start_more_data run_cold_start_more_data
+    stage cold_start_more_sft cold_start_sft "$MORE_DIR" "$COLD_DIR/huggingface" "$MORE_DATA/built/mixed.parquet" $MORE_STEPS $MORE_LR
 fi
 if [[ "$PRE_RL" == 1 ]]; then
     stage measure_cold_start evaluate "$MODEL" "$DATA/val.parquet" "$EVAL/pre_rl_cold_start" $MEASURE_N 1 2

@@ -1,5 +1,5 @@
 """The toy experiment end to end under QUICK=1: every stage of run_scripts/run_toy_reproduction.sh
-(data, base SFT and cold-start SFT through verl's SFT trainer, the cold-start builder, the pre-RL
+(data, base SFT and both cold-start SFT rounds through verl's SFT trainer, the cold-start builder, the pre-RL
 measurements, GRPO, TAPO and the teacher-written TAPO arm through verl's PPO trainer with the hf
 rollout, evaluation sampled and greedy, the probe, the seed-0 checkpoints, report), shrunk to
 minutes; the OPSD arm alone from the shipped cold start; and ZPD=1 from the shipped cold start: the
@@ -20,7 +20,8 @@ def test_quick_toy_reproduction_runs_every_stage(tmp_path):
     log = run_logged(["bash", "run_scripts/run_toy_reproduction.sh"], log_path=str(tmp_path / "toy.log"),
                      timeout_s=1500, env={"QUICK": "1", "WORK_DIR": str(work)})
     arms = ("grpo", "tapo", "tapo_teacher")
-    for stage in ("data", "base_sft", "measure_base", "cold_start_data", "cold_start_sft", "measure_cold_start",
+    for stage in ("data", "base_sft", "measure_base", "cold_start_data", "cold_start_sft", "cold_start_more_data",
+                  "cold_start_more_sft", "measure_cold_start",
                   "measure_opsd_teacher", "measure_cold_start_synthesis", "eval_cold_start", "probe_set", "probe_cold_start",
                   *(f"{kind}_{arm}_s0" for arm in arms for kind in ("rl", "eval", "probe")), *(f"export_{arm}" for arm in arms)):
         assert (work / ".stages" / f"{stage}.done").is_file(), stage

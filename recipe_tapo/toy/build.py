@@ -1,7 +1,7 @@
 """Build the toy task's model and data, deterministically by seed.
 
     python -m recipe_tapo.toy.build --out DIR [--seed 0] [--train 4000] [--val 500] [--test 1000] \\
-        [--sft 20000] [--error-rate 0.16] [--hard-error-rate R] [--reflect-rate 0.5] [--min-terms 3] \\
+        [--sft 20000] [--error-rate 0.02] [--hard-error-rate 0.5] [--reflect-rate 0.5] [--min-terms 3] \\
         [--max-terms 5] [--two-digit-share 0.2] [--data-only]
 
 writes into DIR:
@@ -14,9 +14,9 @@ writes into DIR:
   of the toy experiment is chosen on.
   The prompt is the bare problem: the recipe's instruction suffix would be 70 of a ~100-character
   prompt, pure cost for a character-level model that learns the `\\boxed{}` format from SFT anyway;
-- `data/sft.parquet`: `messages` chats (prompt, then a step-per-line solution in which each step is
-  wrong with probability `--error-rate` (`--hard-error-rate` for a step with a carry, a borrow or a
-  2-digit term, when given), and a wrong step is caught, with probability `--reflect-rate`,
+- `data/sft.parquet`: `messages` chats (prompt, then a step-per-line solution in which an easy step
+  is wrong with probability `--error-rate` and a hard one (a carry, a borrow or a 2-digit term) with
+  probability `--hard-error-rate`, and a wrong step is caught, with probability `--reflect-rate`,
   by a reflection line and the right value: `recipe_tapo.toy.task.write_solution`), for the plain
   SFT that gives the policy its starting skill and its natural mistakes (with `--data-only`: the RL splits alone, for a run from a trained
   checkpoint; the same seed and sizes give the same splits).
@@ -96,10 +96,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--val", type=int, default=500)
     parser.add_argument("--test", type=int, default=1000)
     parser.add_argument("--sft", type=int, default=20000)
-    parser.add_argument("--error-rate", type=float, default=0.16, help="chance that an SFT solution step is wrong")
-    parser.add_argument("--hard-error-rate", type=float, default=None,
+    parser.add_argument("--error-rate", type=float, default=0.02,
+                        help="chance that an SFT solution's easy step (a units-digit fact) is wrong")
+    parser.add_argument("--hard-error-rate", type=float, default=0.5,
                         help="chance that a hard step (a carry or borrow across a ten, or a 2-digit term) is wrong; "
-                             "default: --error-rate for every step")
+                             "set it to --error-rate for one rate on every step")
     parser.add_argument("--reflect-rate", type=float, default=0.5,
                         help="chance that an SFT solution's slipped step is followed by a reflection and the right value")
     parser.add_argument("--min-terms", type=int, default=3)
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not 0.0 <= args.error_rate < 1.0:
         parser.error(f"--error-rate must be in [0, 1), got {args.error_rate}")
-    if args.hard_error_rate is not None and not 0.0 <= args.hard_error_rate < 1.0:
+    if not 0.0 <= args.hard_error_rate < 1.0:
         parser.error(f"--hard-error-rate must be in [0, 1), got {args.hard_error_rate}")
     if not 0.0 <= args.reflect_rate <= 1.0 or not 0.0 <= args.two_digit_share <= 1.0:
         parser.error(f"--reflect-rate and --two-digit-share must be in [0, 1], got {args.reflect_rate} and {args.two_digit_share}")

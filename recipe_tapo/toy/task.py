@@ -11,10 +11,11 @@ range (issue 23, measured on the 2-core machine with the 0.6M character-level mo
 docs/toy_experiment/pilots/): with 1-digit terms only (the first toy) the cold start solved 80% of
 problems and few groups reached the paper's DCS band; with half the terms 2-digit and up to 6 terms the
 base reached 4.8% after 2000 SFT steps; one 2-digit term in five is what a 4000-step base learns
-(62% sampled). With slips imitated at one rate on every step (the shipped toy) per-problem accuracy
-still concentrates (three problems in four solved 4-7 times of 8); `write_solution`'s
-`hard_error_rate` moves the slips onto hard steps so that problems differ in difficulty (pilot 4,
-docs/toy_experiment/pilots/: its cold start met the pool bars but was not shipped).
+(62% sampled). With slips imitated at one rate on every step (pilot 3) per-problem accuracy still
+concentrates (three problems in four solved 4-7 times of 8); `write_solution`'s `hard_error_rate`
+moves the slips onto hard steps so that problems differ in difficulty: the shipped toy's base slips
+half of its hard steps and 2% of its easy ones (pilot 4's slip model, `recipe_tapo.toy.build`'s
+defaults).
 
 `write_solution`'s `reflect_rate` gives solutions that catch some of their slips ("Wait, 52 - 8 = 44,
 not 45." on the next line, then the right value), in the form the TAPO constructions use: the base
