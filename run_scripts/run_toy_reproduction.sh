@@ -116,6 +116,13 @@ if [[ "$COMMIT_RESULTS" == 1 ]] && git -C "$REPO" check-ignore -q "$RESULTS_DIR"
     echo "COMMIT_RESULTS=1 commits RESULTS_DIR, but git ignores $RESULTS_DIR (.gitignore): choose a folder git keeps" >&2
     exit 2
 fi
+# The exported checkpoints are committed beside the results when git would keep them (the full
+# comparison's docs/toy_experiment/checkpoints), not when they sit in the work folder.
+COMMIT_EXPORT=0
+if [[ "$COMMIT_RESULTS" == 1 ]] && [[ "$(mkdir -p "$EXPORT_DIR" && git -C "$EXPORT_DIR" rev-parse --show-toplevel 2>/dev/null)" == "$REPO" ]] \
+    && ! git -C "$REPO" check-ignore -q "$EXPORT_DIR"; then
+    COMMIT_EXPORT=1
+fi
 
 export VERL_PLATFORM=cpu HF_HUB_OFFLINE=1 WANDB_MODE=disabled RAY_AUTH_MODE=disabled RAY_DEDUP_LOGS=0
 export TOKENIZERS_PARALLELISM=false
@@ -260,12 +267,30 @@ keep_results() {
     python -m recipe_tapo.toy.results --work-dir "$WORK_DIR" --results-dir "$RESULTS_DIR" >>"$LOG_DIR/results.log" 2>&1 \
         || { log "saving results after stage $1 FAILED; last lines of $LOG_DIR/results.log:"; tail -n 20 "$LOG_DIR/results.log"; exit 1; }
     if [[ "$COMMIT_RESULTS" == 1 ]]; then
-        git -C "$REPO" add -A -- "$RESULTS_DIR"
-        if ! git -C "$REPO" diff --cached --quiet -- "$RESULTS_DIR"; then
-            git -C "$REPO" commit -q -m "toy results after stage $1 ($(basename "$WORK_DIR"))" -- "$RESULTS_DIR"
-            log "results after stage $1 committed ($RESULTS_DIR)"
-        fi
+        commit_results "$1"
     fi
+}
+
+# commit_results STAGE: commit RESULTS_DIR (and EXPORT_DIR, see COMMIT_EXPORT), those paths only.
+# Another git command in this repository may hold its index lock for a moment: retry; a commit that
+# still fails leaves the files for the next stage's commit instead of ending hours of runs.
+commit_results() {
+    local paths=("$RESULTS_DIR") try
+    if [[ "$COMMIT_EXPORT" == 1 ]]; then paths+=("$EXPORT_DIR"); fi
+    for try in 1 2 3 4 5 6 7 8 9 10; do
+        if git -C "$REPO" add -A -- "${paths[@]}" >>"$LOG_DIR/results.log" 2>&1; then
+            if git -C "$REPO" diff --cached --quiet -- "${paths[@]}"; then
+                return 0
+            fi
+            if git -C "$REPO" commit -q -m "toy results after stage $1 ($(basename "$WORK_DIR"))" -- "${paths[@]}" \
+                >>"$LOG_DIR/results.log" 2>&1; then
+                log "results after stage $1 committed (${paths[*]})"
+                return 0
+            fi
+        fi
+        sleep $((try * 2))
+    done
+    log "WARNING: committing the results after stage $1 failed 10 times ($LOG_DIR/results.log has git's words); they stay in $RESULTS_DIR for the next stage's commit"
 }
 
 # verl's SFT trainer on CPU (recipe_tapo.cold_start_sft, config cold_start_sft_cpu), fp32 throughout;

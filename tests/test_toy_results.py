@@ -4,6 +4,8 @@ the report built from the work folder, so an interrupted comparison resumes from
 import json
 import os
 import shutil
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -150,11 +152,30 @@ def test_commit_results_commits_each_stages_results_to_the_repository(tmp_path):
     subprocess.run(["git", "clone", "-q", "--local", str(Path(__file__).parents[1]), str(clone)], check=True, timeout=120)
     identity = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
                 "GIT_COMMITTER_EMAIL": "t@example.com"}
+    # An exported checkpoint inside the repository is committed with the results.
+    (clone / "docs" / "quick_export" / "grpo").mkdir(parents=True)
+    (clone / "docs" / "quick_export" / "grpo" / "config.json").write_text("{}")
+    # Another git command holds the index lock for a few seconds as the stage ends (its marker is
+    # written before the results are saved and committed): the commit waits and lands.
+    lock, marker = clone / ".git" / "index.lock", tmp_path / "work" / ".stages" / "data.done"
+
+    def hold_the_lock():
+        while not marker.exists():
+            time.sleep(0.05)
+        lock.write_text("")
+        time.sleep(4.0)
+        lock.unlink()
+
+    release = threading.Thread(target=hold_the_lock, daemon=True)
+    release.start()
     done = subprocess.run(["bash", "run_scripts/run_toy_reproduction.sh"], cwd=clone, capture_output=True, text=True,
                           timeout=300, env={**os.environ, **identity, "QUICK": "1", "UNTIL": "data", "COMMIT_RESULTS": "1",
                                             "RESULTS_DIR": str(clone / "docs" / "quick_results"),
+                                            "EXPORT_DIR": str(clone / "docs" / "quick_export"),
                                             "WORK_DIR": str(tmp_path / "work")})
+    release.join(timeout=10)
     assert done.returncode == 0, done.stdout + done.stderr
     log = subprocess.run(["git", "log", "-1", "--format=%s", "--name-only"], cwd=clone, capture_output=True, text=True).stdout
     assert log.startswith("toy results after stage data (work)") and "docs/quick_results/.stages/data.done" in log
+    assert "docs/quick_export/grpo/config.json" in log
     assert not subprocess.run(["git", "status", "--porcelain"], cwd=clone, capture_output=True, text=True).stdout
