@@ -276,7 +276,8 @@ keep_results() {
 # still fails leaves the files for the next stage's commit instead of ending hours of runs.
 commit_results() {
     local paths=("$RESULTS_DIR") try
-    if [[ "$COMMIT_EXPORT" == 1 ]]; then paths+=("$EXPORT_DIR"); fi
+    # (git add refuses a path with no files: the export folder stays empty until seed 0's first run ends)
+    if [[ "$COMMIT_EXPORT" == 1 && -n "$(ls -A "$EXPORT_DIR" 2>/dev/null)" ]]; then paths+=("$EXPORT_DIR"); fi
     for try in 1 2 3 4 5 6 7 8 9 10; do
         if git -C "$REPO" add -A -- "${paths[@]}" >>"$LOG_DIR/results.log" 2>&1; then
             if git -C "$REPO" diff --cached --quiet -- "${paths[@]}"; then

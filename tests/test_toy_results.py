@@ -144,7 +144,8 @@ def test_a_summary_is_recomputed_only_when_what_it_summarises_changed(tmp_path):
     assert json.loads((results / summary).read_text())["counts"]["inserted"] == 2
 
 
-def test_commit_results_commits_each_stages_results_to_the_repository(tmp_path):
+@pytest.mark.parametrize("exported", [True, False])
+def test_commit_results_commits_each_stages_results_to_the_repository(tmp_path, exported):
     # A clone of this repository (its script commits into the repository it lives in), one cheap stage.
     import subprocess
 
@@ -152,9 +153,11 @@ def test_commit_results_commits_each_stages_results_to_the_repository(tmp_path):
     subprocess.run(["git", "clone", "-q", "--local", str(Path(__file__).parents[1]), str(clone)], check=True, timeout=120)
     identity = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
                 "GIT_COMMITTER_EMAIL": "t@example.com"}
-    # An exported checkpoint inside the repository is committed with the results.
-    (clone / "docs" / "quick_export" / "grpo").mkdir(parents=True)
-    (clone / "docs" / "quick_export" / "grpo" / "config.json").write_text("{}")
+    # An exported checkpoint inside the repository is committed with the results; an export folder
+    # with nothing in it yet (before seed 0's first run ends) does not hold the results back.
+    if exported:
+        (clone / "docs" / "quick_export" / "grpo").mkdir(parents=True)
+        (clone / "docs" / "quick_export" / "grpo" / "config.json").write_text("{}")
     # Another git command holds the index lock for a few seconds as the stage ends (its marker is
     # written before the results are saved and committed): the commit waits and lands.
     lock, marker = clone / ".git" / "index.lock", tmp_path / "work" / ".stages" / "data.done"
@@ -177,5 +180,6 @@ def test_commit_results_commits_each_stages_results_to_the_repository(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     log = subprocess.run(["git", "log", "-1", "--format=%s", "--name-only"], cwd=clone, capture_output=True, text=True).stdout
     assert log.startswith("toy results after stage data (work)") and "docs/quick_results/.stages/data.done" in log
-    assert "docs/quick_export/grpo/config.json" in log
+    assert ("docs/quick_export/grpo/config.json" in log) is exported
+    assert "committed" in done.stdout and "WARNING" not in done.stdout
     assert not subprocess.run(["git", "status", "--porcelain"], cwd=clone, capture_output=True, text=True).stdout
