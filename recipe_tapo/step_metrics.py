@@ -69,7 +69,7 @@ def constructed_row_metrics(
     is_padding: np.ndarray,
 ) -> dict[str, float]:
     """The `tapo/` metrics of the trained batch: row and token shares, advantages, OTS weights on
-    the kept prefix and on the inserted text, and the prefix's net advantage.
+    the kept prefix, on the inserted text and on its first token, and the prefix's net advantage.
 
     Args:
         advantages: shape (bs, response_length), DAE advantages before lambda and OTS.
@@ -103,6 +103,15 @@ def constructed_row_metrics(
             metrics[f"tapo/ots_weight_mean/{name}"] = _mean(values)
             metrics[f"tapo/ots_weight_min/{name}"] = float(values.min()) if values.numel() else 0.0
             metrics[f"tapo/ots_weight_max/{name}"] = float(values.max()) if values.numel() else 0.0
+        # The first inserted token opens the reflection: where the policy never makes that move, OTS
+        # holds it at its floor (the first toy: 0.01 for every construction).
+        first = [(row, int(cut_tokens[row])) for row in np.flatnonzero(is_constructed).tolist()
+                 if int(cut_tokens[row]) < mask.shape[1] and mask[row, int(cut_tokens[row])]]
+        if first:
+            rows_at, columns = zip(*first)
+            values = ots_weights[list(rows_at), list(columns)].double().cpu().numpy()
+            metrics["tapo/ots_weight_mean/first_inserted"] = float(values.mean())
+            metrics["tapo/ots_weight_median/first_inserted"] = float(np.median(values))
     metrics["tapo/prefix_net_advantage"] = float(prefix_net.mean())
     metrics["tapo/prefix_net_advantage_positive_share"] = float((prefix_net > 0).mean())
     return metrics

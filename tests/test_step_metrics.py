@@ -104,6 +104,7 @@ def test_the_batch_metrics_hand_computed():
     assert metrics["tapo/ots_weight_mean/prefix"] == pytest.approx(0.3)
     assert (metrics["tapo/ots_weight_min/prefix"], metrics["tapo/ots_weight_max/prefix"]) == pytest.approx((0.2, 0.4))
     assert metrics["tapo/ots_weight_max/inserted"] == pytest.approx(3.0)
+    assert metrics["tapo/ots_weight_mean/first_inserted"] == metrics["tapo/ots_weight_median/first_inserted"] == 3.0
     # Prefix tokens 0-1: row 0's advantage (1, 1) + 0.5 x (0.2, 0.4) -> (1.1, 1.2).
     assert metrics["tapo/prefix_net_advantage"] == pytest.approx(1.15)
     assert metrics["tapo/prefix_net_advantage_positive_share"] == 1.0
@@ -116,3 +117,16 @@ def test_a_batch_without_constructions_has_only_the_row_metrics():
     )
     assert metrics["tapo/constructed_token_share"] == 0.0
     assert "tapo/prefix_net_advantage" not in metrics and "tapo/ots_weight_max/inserted" not in metrics
+
+
+def test_the_first_inserted_tokens_ots_weight_is_read_at_each_constructions_cut():
+    # Three constructions cut at 1, 0 and 2 tokens; a fourth whose cut is its whole response has no
+    # inserted token and is left out.
+    ots = torch.tensor([[0.5, 0.01, 2.0], [0.02, 1.0, 1.0], [1.0, 1.0, 0.9], [1.0, 1.0, 1.0]])
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0], [1, 1, 1], [1, 1, 0]])
+    metrics = constructed_row_metrics(
+        torch.ones(4, 3), ots, ots, mask, np.array([1, 0, 2, 2]), np.zeros(4),
+        np.zeros(4, dtype=bool), np.ones(4, dtype=bool), np.zeros(4, dtype=bool),
+    )
+    assert metrics["tapo/ots_weight_mean/first_inserted"] == pytest.approx((0.01 + 0.02 + 0.9) / 3)
+    assert metrics["tapo/ots_weight_median/first_inserted"] == pytest.approx(0.02)
