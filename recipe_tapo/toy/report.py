@@ -61,6 +61,17 @@ TAPO_STEP_KEYS = ("tapo/eligible_groups", "tapo/pairs", "tapo/parse_rate", "tapo
                   "tapo/constructed_acc", "tapo/constructed_token_share", "tapo/prefix_net_advantage",
                   "tapo/ots_weight_max/inserted")
 OPTIONAL_STEP_KEYS = ("tapo/prefix_net_advantage", "tapo/ots_weight_max/inserted")
+# What TAPO's mechanism did over a run (issue 25): each a mean over the steps that logged it, then
+# over seeds. Keys a step logs only when it has constructions (OTS, loss scale and entropy of the
+# constructed rows, their accuracy) average over those steps.
+MECHANISM_KEYS = (("tapo/eligible_groups", "eligible groups"), ("tapo/constructed_rows", "constructed rows"),
+                  ("tapo/constructed_token_share", "constructed token share"),
+                  ("tapo/constructed_acc", "constructed right"),
+                  ("tapo/ots_weight_median/first_inserted", "OTS, first inserted token (step median)"),
+                  ("tapo/ots_weight_mean/inserted", "OTS, inserted tokens"),
+                  ("tapo/loss_scale/constructed", "loss scale, constructed"),
+                  ("tapo/loss_scale/original", "loss scale, rollouts"),
+                  ("tapo/entropy/constructed", "entropy, constructed"), ("tapo/entropy/original", "entropy, rollouts"))
 # The per-step OPSD metrics of the report's table, each shown when a run logged it (the KL estimate
 # and the advantage statistics only exist at steps with a teacher signal).
 OPSD_STEP_KEYS = ("opsd/kl_estimate", "opsd/teacher_row_share", "opsd/context/reference", "opsd/context/sibling",
@@ -541,6 +552,25 @@ def _tapo_section(data: dict, arm: str, seeds: list[str]) -> list[str]:
     return lines
 
 
+def run_mechanism(steps: dict[int, dict[str, float]]) -> dict[str, float | None]:
+    """{key: mean over the steps that logged it} for each of MECHANISM_KEYS (None if none did)."""
+    means = {}
+    for key, _ in MECHANISM_KEYS:
+        values = [metrics[key] for metrics in steps.values() if metrics.get(key) is not None]
+        means[key] = sum(values) / len(values) if values else None
+    return means
+
+
+def _mechanism_section(data: dict, arms: list[str], seeds: list[str]) -> list[str]:
+    """One row per TAPO arm: MECHANISM_KEYS per run (`run_mechanism`), mean ± sd over seeds."""
+    lines = ["| arm | " + " | ".join(name for _, name in MECHANISM_KEYS) + " |", "|---|" + "---|" * len(MECHANISM_KEYS)]
+    for arm in arms:
+        per_run = [run_mechanism(data["runs"][(arm, seed)]["steps"]) for seed in seeds]
+        cells = [fmt(*mean_std([means[key] for means in per_run]), digits=3) for key, _ in MECHANISM_KEYS]
+        lines.append(f"| {arm_label(arm)} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def _opsd_section(data: dict, arm: str, seeds: list[str]) -> list[str]:
     """The arm's `opsd/` metrics per step (mean over seeds), the keys some run logged."""
     runs = [data["runs"][(arm, seed)] for seed in seeds]
@@ -703,6 +733,12 @@ def render(data: dict, arms: list[str], seeds: list[str], rl_steps: int, quick: 
     lines += _zpd_section(data)
     tapo_arms = [arm for arm in arms if arm.startswith("tapo")]
     if tapo_arms:
+        lines += ["", "## TAPO's mechanism over the runs", "",
+                  "Each a mean over a run's steps (the constructed rows' OTS weights, loss scale, entropy and accuracy: "
+                  "over the steps that had constructions), then mean ± sd over seeds. OTS weights multiply each "
+                  "constructed token's advantage (1 = unchanged; the first inserted token opens the reflection); loss "
+                  "scales are each row kind's factor in the step's loss (docs/metrics.md).", ""]
+        lines += _mechanism_section(data, tapo_arms, seeds)
         lines += ["", "## TAPO: the synthesis during RL, per step (mean over seeds)", ""]
     for arm in tapo_arms:
         lines += _tapo_section(data, arm, seeds)
