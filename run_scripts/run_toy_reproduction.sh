@@ -26,6 +26,9 @@
 # rebuilding it means redoing them all (delete their markers too).
 # Each finished stage leaves $WORK_DIR/.stages/<stage>.done (holding its wall time in seconds); a
 # rerun skips those and resumes at the first unfinished one (delete a marker to redo its stage).
+# A fresh WORK_DIR (another machine, a clone) resumes from RESULTS_DIR: the finished measurements and
+# runs kept there are skipped, the ZPD pool is rebuilt from its kept counts (recipe_tapo.toy.results
+# --restore); RESULTS_DIR records the settings below and refuses a run with others.
 # Each stage's output goes to $WORK_DIR/logs/<stage>.log; progress lines go to stdout.
 # Environment:
 #   WORK_DIR     default outputs/toy_reproduction (QUICK: outputs/toy_reproduction_quick)
@@ -362,11 +365,18 @@ probe_policy() {
 
 # The paper's ZPD filter on the RL training pool, by the cold start, sampled as the rollouts
 # (temperature 1); the kept rows, and each problem's correct count beside them (.counts.jsonl).
+# A resumed comparison re-applies the counts kept in RESULTS_DIR: the same pool, without sampling again.
 run_zpd_filter() {
     mkdir -p "$(dirname "$ZPD_POOL")"
-    python -m recipe_tapo.data.difficulty_filter --backend hf --model "$MODEL" --input "$DATA/train.parquet" \
-        --output "$ZPD_POOL" --k $ZPD_K --min-correct 1 --max-correct $((ZPD_K - 1)) --temperature 1.0 --top-p 1.0 \
-        --max-new-tokens $GEN_TOKENS --seed 0
+    local kept="$RESULTS_DIR/zpd/$(basename "$ZPD_POOL").counts.jsonl" source=()
+    if [[ -f "$kept" ]]; then
+        cp "$kept" "$ZPD_POOL.kept_counts.jsonl"
+        source=(--counts-from "$ZPD_POOL.kept_counts.jsonl")
+    else
+        source=(--backend hf --model "$MODEL" --temperature 1.0 --top-p 1.0 --max-new-tokens $GEN_TOKENS --seed 0)
+    fi
+    python -m recipe_tapo.data.difficulty_filter --input "$DATA/train.parquet" --output "$ZPD_POOL" --k $ZPD_K \
+        --min-correct 1 --max-correct $((ZPD_K - 1)) "${source[@]}"
     python -c "import pandas as pd, sys; n = len(pd.read_parquet(sys.argv[1])); sys.exit(0 if n else f'the ZPD filter kept no training problem ({sys.argv[1]}): the cold start solves none of them 1-{sys.argv[2]} times of {sys.argv[3]}')" \
         "$ZPD_POOL" $((ZPD_K - 1)) $ZPD_K
 }
@@ -482,6 +492,20 @@ export_checkpoint() {
 
 log "work dir $WORK_DIR (QUICK=$QUICK, cold start: $COLD_START, seeds: $SEEDS, arms: $ARMS, RL steps: $RL_STEPS, scored on: $EVAL_SPLIT, ZPD pool: $ZPD)"
 stage data run_data
+# What a fresh work folder can take from RESULTS_DIR (nothing on a first run), and the settings that
+# must match the results already there.
+# The cold start is named by its weights' hash (a rebuilt one by its work folder).
+if [[ "$COLD_START" == build ]]; then
+    MODEL_ID="built in $WORK_DIR"
+else
+    MODEL_ID=$(cat "$MODEL"/*.safetensors "$MODEL"/*.bin 2>/dev/null | sha256sum | cut -c1-16 || true)  # one of the globs matches nothing
+fi
+python -m recipe_tapo.toy.results --restore --work-dir "$WORK_DIR" --results-dir "$RESULTS_DIR" --export-dir "$EXPORT_DIR" \
+    --setting "cold_start=$COLD_START" --setting "model=$MODEL_ID" \
+    --setting "quick=$QUICK" --setting "eval_split=$EVAL_SPLIT" --setting "zpd=$ZPD" --setting "rl_steps=$RL_STEPS" \
+    --setting "rl_extra=$RL_EXTRA" >>"$LOG_DIR/results.log" 2>&1 \
+    || { tail -n 3 "$LOG_DIR/results.log" >&2; exit 2; }
+log "$(tail -n 1 "$LOG_DIR/results.log")"
 if [[ "$COLD_START" == build ]]; then
     stage base_sft run_base_sft
     stage measure_base evaluate "$BASE_DIR/huggingface" "$DATA/val.parquet" "$EVAL/pre_rl_base" $MEASURE_N 1 2

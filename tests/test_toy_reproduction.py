@@ -97,3 +97,35 @@ def test_zpd_trains_the_arms_on_the_problems_the_cold_start_solves_sometimes(tmp
     assert f"dataset len: {len(kept)}" in (work / "logs" / "rl_grpo_s0.log").read_text()  # the arm's training pool
     report = (work / "results" / "report.md").read_text()
     assert f"the arms trained on the {len(kept)} of 200" in report
+
+
+def test_a_comparison_resumes_in_a_fresh_work_folder_from_its_kept_results(tmp_path):
+    # A session ends and its work folder is lost; the results (committed) remain. The next session's
+    # fresh work folder skips the finished run, rebuilds the ZPD pool from the kept counts, and
+    # refuses to add results of other settings to the same folder.
+    import subprocess
+
+    import pandas as pd
+
+    results, export = tmp_path / "results", tmp_path / "export"
+    env = {"QUICK": "1", "ARMS": "grpo", "COLD_START": "shipped", "PRE_RL": "0", "ZPD": "1",
+           "RESULTS_DIR": str(results), "EXPORT_DIR": str(export)}
+    first = run_logged(["bash", "run_scripts/run_toy_reproduction.sh"], log_path=str(tmp_path / "first.log"),
+                       timeout_s=900, env={**env, "WORK_DIR": str(tmp_path / "first")})
+    assert "stage zpd_filter: done" in first and "stage export_grpo: done" in first
+    second = run_logged(["bash", "run_scripts/run_toy_reproduction.sh"], log_path=str(tmp_path / "second.log"),
+                        timeout_s=600, env={**env, "WORK_DIR": str(tmp_path / "second")})
+    assert "restored 5 finished stages" in second
+    for stage in ("probe_set", "rl_grpo_s0", "eval_grpo_s0", "probe_grpo_s0", "export_grpo"):
+        assert f"stage {stage}: done before" in second, stage
+    assert "stage zpd_filter: done in" in second
+    assert "counts from" in (tmp_path / "second" / "logs" / "zpd_filter.log").read_text()
+    pools = [pd.read_parquet(tmp_path / work / "zpd" / "train.parquet") for work in ("first", "second")]
+    assert len(pools[0]) > 0 and pools[0].equals(pools[1])
+    assert not (tmp_path / "second" / "runs").exists()
+    assert "| grpo | 1/1 |" in (results / "report.md").read_text()
+    other = subprocess.run(["bash", "run_scripts/run_toy_reproduction.sh"], cwd=os.path.dirname(os.path.dirname(__file__)),
+                           capture_output=True, text=True, timeout=300,
+                           env={**os.environ, **env, "EVAL_SPLIT": "val", "WORK_DIR": str(tmp_path / "third")})
+    assert other.returncode == 2
+    assert "holds the results of other settings (eval_split: 'test' there, 'val' now)" in other.stderr

@@ -183,3 +183,55 @@ def test_commit_results_commits_each_stages_results_to_the_repository(tmp_path, 
     assert ("docs/quick_export/grpo/config.json" in log) is exported
     assert "committed" in done.stdout and "WARNING" not in done.stdout
     assert not subprocess.run(["git", "status", "--porcelain"], cwd=clone, capture_output=True, text=True).stdout
+
+
+def _kept(results, *stages):
+    for name in stages:
+        _place_file(results / ".stages" / f"{name}.done", "12\n")
+
+
+def _place_file(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def test_a_fresh_work_folder_takes_back_the_finished_measurements_and_whole_runs(tmp_path):
+    from recipe_tapo.toy.results import restore_stages
+
+    work, results, export = tmp_path / "work", tmp_path / "results", tmp_path / "export"
+    _kept(results, "data", "zpd_filter", "measure_cold_start", "eval_cold_start", "probe_set", "probe_cold_start",
+          "rl_grpo_s0", "eval_grpo_s0", "probe_grpo_s0", "export_grpo",      # finished, exported
+          "rl_tapo_s0", "eval_tapo_s0", "probe_tapo_s0", "export_tapo",      # finished, its export gone
+          "rl_grpo_s1", "eval_grpo_s1",                                      # stopped before its probe
+          "rl_tapo_teacher_s1", "eval_tapo_teacher_s1", "probe_tapo_teacher_s1")
+    _place_file(results / "eval" / "probe" / "probe_set.jsonl", '{"prefix": "47 + 5 = 53\\n"}\n')
+    _place_file(export / "grpo" / "model.safetensors", "weights")
+    _place_file(work / ".stages" / "data.done", "7\n")
+    restored = restore_stages(str(work), str(results), str(export))
+    # Not data, zpd_filter (they make files later stages read) nor a run missing any stage.
+    assert restored == sorted(["measure_cold_start", "eval_cold_start", "probe_set", "probe_cold_start", "rl_grpo_s0",
+                               "eval_grpo_s0", "probe_grpo_s0", "export_grpo", "rl_tapo_teacher_s1",
+                               "eval_tapo_teacher_s1", "probe_tapo_teacher_s1"])
+    assert (work / ".stages" / "data.done").read_text() == "7\n"  # what the work folder has is its own
+    assert (work / ".stages" / "rl_grpo_s0.done").read_text() == "12\n"
+    assert (work / "eval" / "probe" / "probe_set.jsonl").read_text() == '{"prefix": "47 + 5 = 53\\n"}\n'
+    assert restore_stages(str(work), str(results), str(export)) == []  # a second call finds them in place
+
+
+def test_results_record_their_settings_and_refuse_a_run_with_others(tmp_path, capsys):
+    work, results = tmp_path / "work", tmp_path / "results"
+    work.mkdir()
+    restore = ["--restore", "--work-dir", str(work), "--results-dir", str(results), "--export-dir", str(tmp_path)]
+    main([*restore, "--setting", "eval_split=test", "--setting", "model=ab12"])
+    assert "restored 0 finished stages" in capsys.readouterr().out
+    main([*restore, "--setting", "eval_split=test", "--setting", "rl_steps=100"])  # a new key is added
+    assert json.loads((results / "settings.json").read_text()) == {"eval_split": "test", "model": "ab12", "rl_steps": "100"}
+    with pytest.raises(SystemExit) as stop:
+        main([*restore, "--setting", "eval_split=val", "--setting", "model=ab12"])
+    assert f"{results} holds the results of other settings (eval_split: 'test' there, 'val' now)" in str(stop.value)
+    (results / "settings.json").write_text("{cut")
+    with pytest.raises(SystemExit, match="settings.json is not a settings file"):
+        main([*restore, "--setting", "eval_split=test"])
+    with pytest.raises(SystemExit):
+        main(["--restore", "--work-dir", str(work), "--results-dir", str(results)])
+    assert "--restore needs --export-dir" in capsys.readouterr().err
