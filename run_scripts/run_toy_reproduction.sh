@@ -365,18 +365,11 @@ probe_policy() {
 
 # The paper's ZPD filter on the RL training pool, by the cold start, sampled as the rollouts
 # (temperature 1); the kept rows, and each problem's correct count beside them (.counts.jsonl).
-# A resumed comparison re-applies the counts kept in RESULTS_DIR: the same pool, without sampling again.
 run_zpd_filter() {
     mkdir -p "$(dirname "$ZPD_POOL")"
-    local kept="$RESULTS_DIR/zpd/$(basename "$ZPD_POOL").counts.jsonl" source=()
-    if [[ -f "$kept" ]]; then
-        cp "$kept" "$ZPD_POOL.kept_counts.jsonl"
-        source=(--counts-from "$ZPD_POOL.kept_counts.jsonl")
-    else
-        source=(--backend hf --model "$MODEL" --temperature 1.0 --top-p 1.0 --max-new-tokens $GEN_TOKENS --seed 0)
-    fi
-    python -m recipe_tapo.data.difficulty_filter --input "$DATA/train.parquet" --output "$ZPD_POOL" --k $ZPD_K \
-        --min-correct 1 --max-correct $((ZPD_K - 1)) "${source[@]}"
+    python -m recipe_tapo.data.difficulty_filter --backend hf --model "$MODEL" --input "$DATA/train.parquet" \
+        --output "$ZPD_POOL" --k $ZPD_K --min-correct 1 --max-correct $((ZPD_K - 1)) --temperature 1.0 --top-p 1.0 \
+        --max-new-tokens $GEN_TOKENS --seed 0
     python -c "import pandas as pd, sys; n = len(pd.read_parquet(sys.argv[1])); sys.exit(0 if n else f'the ZPD filter kept no training problem ({sys.argv[1]}): the cold start solves none of them 1-{sys.argv[2]} times of {sys.argv[3]}')" \
         "$ZPD_POOL" $((ZPD_K - 1)) $ZPD_K
 }
@@ -506,6 +499,18 @@ python -m recipe_tapo.toy.results --restore --work-dir "$WORK_DIR" --results-dir
     --setting "rl_extra=$RL_EXTRA" >>"$LOG_DIR/results.log" 2>&1 \
     || { tail -n 3 "$LOG_DIR/results.log" >&2; exit 2; }
 log "$(tail -n 1 "$LOG_DIR/results.log")"
+# A resumed comparison's ZPD pool: the kept counts re-applied (the same pool, no sampling), and the
+# stage's kept wall time (the seconds of re-applying them are not the filter's).
+KEPT_COUNTS="$RESULTS_DIR/zpd/$(basename "$ZPD_POOL").counts.jsonl"
+if [[ "$ZPD" == 1 && ! -f "$STATE_DIR/zpd_filter.done" && -f "$RESULTS_DIR/.stages/zpd_filter.done" && -f "$KEPT_COUNTS" ]]; then
+    mkdir -p "$(dirname "$ZPD_POOL")"
+    cp "$KEPT_COUNTS" "$ZPD_POOL.kept_counts.jsonl"
+    python -m recipe_tapo.data.difficulty_filter --input "$DATA/train.parquet" --output "$ZPD_POOL" --k $ZPD_K \
+        --min-correct 1 --max-correct $((ZPD_K - 1)) --counts-from "$ZPD_POOL.kept_counts.jsonl" >"$LOG_DIR/zpd_pool.log" 2>&1 \
+        || { log "rebuilding the ZPD pool from $KEPT_COUNTS FAILED:"; tail -n 5 "$LOG_DIR/zpd_pool.log"; exit 1; }
+    cp "$RESULTS_DIR/.stages/zpd_filter.done" "$STATE_DIR/zpd_filter.done"
+    log "ZPD pool rebuilt from the kept counts ($LOG_DIR/zpd_pool.log)"
+fi
 if [[ "$COLD_START" == build ]]; then
     stage base_sft run_base_sft
     stage measure_base evaluate "$BASE_DIR/huggingface" "$DATA/val.parquet" "$EVAL/pre_rl_base" $MEASURE_N 1 2

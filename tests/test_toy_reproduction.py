@@ -118,8 +118,10 @@ def test_a_comparison_resumes_in_a_fresh_work_folder_from_its_kept_results(tmp_p
     assert "restored 5 finished stages" in second
     for stage in ("probe_set", "rl_grpo_s0", "eval_grpo_s0", "probe_grpo_s0", "export_grpo"):
         assert f"stage {stage}: done before" in second, stage
-    assert "stage zpd_filter: done in" in second
-    assert "counts from" in (tmp_path / "second" / "logs" / "zpd_filter.log").read_text()
+    assert "ZPD pool rebuilt from the kept counts" in second and "stage zpd_filter: done before" in second
+    assert "counts from" in (tmp_path / "second" / "logs" / "zpd_pool.log").read_text()
+    kept = (results / ".stages" / "zpd_filter.done").read_text()  # the filter's own time, not the rebuild's
+    assert kept == (tmp_path / "first" / ".stages" / "zpd_filter.done").read_text()
     pools = [pd.read_parquet(tmp_path / work / "zpd" / "train.parquet") for work in ("first", "second")]
     assert len(pools[0]) > 0 and pools[0].equals(pools[1])
     assert not (tmp_path / "second" / "runs").exists()
