@@ -412,9 +412,9 @@ def test_a_run_of_digits_too_long_for_int_is_no_step_and_no_problem():
 def test_the_report_tables_tapos_mechanism_per_arm_over_steps_then_seeds(tmp_path):
     from recipe_tapo.toy.report import MECHANISM_KEYS, collect, render, run_mechanism
 
-    # Seed 0: constructions on step 2 only (the constructed rows' keys are logged there alone).
+    # Seed 0: constructions on step 2 only (step 1 logs constructed_acc 0 without any: left out).
     steps = {1: {"tapo/eligible_groups": 1.0, "tapo/constructed_rows": 0.0, "tapo/constructed_token_share": 0.0,
-                 "tapo/loss_scale/original": 1.0, "tapo/entropy/original": 0.2},
+                 "tapo/constructed_acc": 0.0, "tapo/loss_scale/original": 1.0, "tapo/entropy/original": 0.2},
              2: {"tapo/eligible_groups": 3.0, "tapo/constructed_rows": 4.0, "tapo/constructed_token_share": 0.04,
                  "tapo/constructed_acc": 0.75, "tapo/ots_weight_median/first_inserted": 0.3,
                  "tapo/ots_weight_mean/inserted": 0.9, "tapo/loss_scale/original": 1.0,
@@ -426,12 +426,13 @@ def test_the_report_tables_tapos_mechanism_per_arm_over_steps_then_seeds(tmp_pat
     for seed, shift in (("0", 0.0), ("1", 1.0)):
         run = tmp_path / "runs" / f"tapo_s{seed}"
         run.mkdir(parents=True)
-        lines = [{"step": step, "data": {key: value + shift for key, value in data.items()}} for step, data in steps.items()]
+        lines = [{"step": step, "data": {key: value + (0.0 if key == "tapo/constructed_rows" else shift)
+                                         for key, value in data.items()}} for step, data in steps.items()]
         (run / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     report = render(collect(str(tmp_path), ["grpo", "tapo"], ["0", "1"]), ["grpo", "tapo"], ["0", "1"], rl_steps=2,
                     quick=True, command="x")
     assert "## TAPO's mechanism over the runs" in report
     assert "| arm | " + " | ".join(name for _, name in MECHANISM_KEYS) + " |" in report
     # eligible groups 2.0 and 3.0 over the two seeds: 2.5 ± 0.707; the first inserted token's OTS 0.3 and 1.3
-    assert "| tapo | 2.500 ± 0.707 | 2.500 ± 0.707 | 0.520 ± 0.707 | 1.250 ± 0.707 | 0.800 ± 0.707 |" in report
+    assert "| tapo | 2.500 ± 0.707 | 2.000 ± 0.000 | 0.520 ± 0.707 | 1.250 ± 0.707 | 0.800 ± 0.707 |" in report
     assert "| grpo |" not in report.split("## TAPO's mechanism")[1].split("##")[0]

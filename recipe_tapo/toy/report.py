@@ -61,9 +61,9 @@ TAPO_STEP_KEYS = ("tapo/eligible_groups", "tapo/pairs", "tapo/parse_rate", "tapo
                   "tapo/constructed_acc", "tapo/constructed_token_share", "tapo/prefix_net_advantage",
                   "tapo/ots_weight_max/inserted")
 OPTIONAL_STEP_KEYS = ("tapo/prefix_net_advantage", "tapo/ots_weight_max/inserted")
-# What TAPO's mechanism did over a run (issue 25): each a mean over the steps that logged it, then
-# over seeds. Keys a step logs only when it has constructions (OTS, loss scale and entropy of the
-# constructed rows, their accuracy) average over those steps.
+# What TAPO's mechanism did over a run (issue 25): each a mean over the run's steps, then over seeds;
+# the constructed rows' own figures (accuracy, OTS, loss scale, entropy) over the steps that had some
+# (a step without constructions logs constructed_acc 0).
 MECHANISM_KEYS = (("tapo/eligible_groups", "eligible groups"), ("tapo/constructed_rows", "constructed rows"),
                   ("tapo/constructed_token_share", "constructed token share"),
                   ("tapo/constructed_acc", "constructed right"),
@@ -72,6 +72,8 @@ MECHANISM_KEYS = (("tapo/eligible_groups", "eligible groups"), ("tapo/constructe
                   ("tapo/loss_scale/constructed", "loss scale, constructed"),
                   ("tapo/loss_scale/original", "loss scale, rollouts"),
                   ("tapo/entropy/constructed", "entropy, constructed"), ("tapo/entropy/original", "entropy, rollouts"))
+PER_CONSTRUCTION_KEYS = ("tapo/constructed_acc", "tapo/ots_weight_median/first_inserted", "tapo/ots_weight_mean/inserted",
+                         "tapo/loss_scale/constructed", "tapo/entropy/constructed")
 # The per-step OPSD metrics of the report's table, each shown when a run logged it (the KL estimate
 # and the advantage statistics only exist at steps with a teacher signal).
 OPSD_STEP_KEYS = ("opsd/kl_estimate", "opsd/teacher_row_share", "opsd/context/reference", "opsd/context/sibling",
@@ -553,10 +555,13 @@ def _tapo_section(data: dict, arm: str, seeds: list[str]) -> list[str]:
 
 
 def run_mechanism(steps: dict[int, dict[str, float]]) -> dict[str, float | None]:
-    """{key: mean over the steps that logged it} for each of MECHANISM_KEYS (None if none did)."""
+    """{key: mean over the steps that logged it} for each of MECHANISM_KEYS (None if none did); the
+    keys of the constructed rows over the steps with constructed rows."""
     means = {}
     for key, _ in MECHANISM_KEYS:
-        values = [metrics[key] for metrics in steps.values() if metrics.get(key) is not None]
+        per_step = key in PER_CONSTRUCTION_KEYS
+        values = [metrics[key] for metrics in steps.values() if metrics.get(key) is not None
+                  and (not per_step or metrics.get("tapo/constructed_rows", 0) > 0)]
         means[key] = sum(values) / len(values) if values else None
     return means
 
@@ -734,7 +739,7 @@ def render(data: dict, arms: list[str], seeds: list[str], rl_steps: int, quick: 
     tapo_arms = [arm for arm in arms if arm.startswith("tapo")]
     if tapo_arms:
         lines += ["", "## TAPO's mechanism over the runs", "",
-                  "Each a mean over a run's steps (the constructed rows' OTS weights, loss scale, entropy and accuracy: "
+                  "Each a mean over a run's steps (the constructed rows' accuracy, OTS weights, loss scale and entropy: "
                   "over the steps that had constructions), then mean ± sd over seeds. OTS weights multiply each "
                   "constructed token's advantage (1 = unchanged; the first inserted token opens the reflection); loss "
                   "scales are each row kind's factor in the step's loss (docs/metrics.md).", ""]
