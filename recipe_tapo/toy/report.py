@@ -418,7 +418,7 @@ def plot(data: dict, arms: list[str], seeds: list[str], path: str) -> None:
         stats = [mean_std([curve.get(step) for curve in curves]) for step in steps]
         means = [mean for mean, _ in stats]
         stds = [std for _, std in stats]
-        ax.plot(steps, means, marker="o", label=f"{arm_label(arm)} (n={len(seeds)})")
+        ax.plot(steps, means, marker="o", label=f"{arm_label(arm)} (n={sum(1 for curve in curves if curve)})")  # seeds run
         ax.fill_between(steps, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)], alpha=0.2)
     ax.set_title("validation accuracy (sampled, %)")
     ax.set_xlabel("step")
