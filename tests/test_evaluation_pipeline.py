@@ -106,6 +106,11 @@ def test_filter_applies_other_bounds_to_a_previous_runs_counts_without_a_model(t
     (lambda lines: [lines[1], lines[0], *lines[2:]], "record 0 is row 1, problem 'd1'; the input's row 0 is problem 'd0'"),
     (lambda lines: [lines[0].replace('"samples": 4', '"samples": 8'), *lines[1:]], "problem 'd0' was sampled 8 times, not --k 4"),
     (lambda lines: ["{not json", *lines[1:]], "line 1 is not a counts record"),
+    (lambda lines: ['{"correct": "\\ud800"}', *lines[1:]], "record 0 is row None"),
+    (lambda lines: [lines[0].replace('"correct": 0', '"correct": "3"'), *lines[1:]],
+     "problem 'd0' has correct count '3', not a whole number from 0 to --k 4"),
+    (lambda lines: [lines[0].replace('"correct": 0', '"correct": 9'), *lines[1:]],
+     "problem 'd0' has correct count 9, not a whole number from 0 to --k 4"),
 ])
 def test_filter_refuses_counts_written_for_another_input_naming_the_mismatch(tmp_path, edit, message):
     rows = [make_row("deepscaler", f"What is {i} + {i}?", str(2 * i), "train", i, f"d{i}") for i in range(4)]
@@ -287,3 +292,15 @@ def test_a_missing_or_broken_data_file_stops_with_its_name(tmp_path, content):
         evaluate(["--model", str(tmp_path), "--data", str(path), "--out-dir", str(tmp_path / "eval")])
     with pytest.raises(SystemExit, match=str(path)):
         difficulty_filter(["--model", str(tmp_path), "--input", str(path), "--output", str(tmp_path / "kept.parquet")])
+
+
+@pytest.mark.parametrize("line", [b"\xff\xfe garbage", b'{"correct": 1, "pad": "' + b"x" * 2_000_000 + b'"}'])
+def test_filter_refuses_a_counts_file_with_a_broken_or_huge_line_naming_it(tmp_path, line):
+    source = tmp_path / "train.parquet"
+    pd.DataFrame([make_row("deepscaler", "What is 1 + 1?", "2", "train", 0, "d0")]).to_parquet(source, index=False)
+    counts = tmp_path / "counts.jsonl"
+    counts.write_bytes(line + b"\n")
+    with pytest.raises(SystemExit) as stop:
+        difficulty_filter.main(["--input", str(source), "--output", str(tmp_path / "out.parquet"), "--k", "4",
+                                "--max-correct", "3", "--counts-from", str(counts)])
+    assert f"--counts-from {counts}: line 1 is not a counts record" in str(stop.value)

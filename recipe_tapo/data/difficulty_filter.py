@@ -53,7 +53,11 @@ def read_counts(path: str, rows: list[dict], k: int) -> list[dict]:
         if record.get("row") != index or str(record.get("problem_id")) != expected:
             raise SystemExit(f"--counts-from {path}: record {index} is row {record.get('row')}, problem "
                              f"{record.get('problem_id')!r}; the input's row {index} is problem {expected!r}")
-        if record["correct"] is not None and record.get("samples") != k:
+        correct = record["correct"]
+        if correct is not None and (not isinstance(correct, int) or isinstance(correct, bool) or not 0 <= correct <= k):
+            raise SystemExit(f"--counts-from {path}: problem {expected!r} has correct count {correct!r}, "
+                             f"not a whole number from 0 to --k {k}")
+        if correct is not None and record.get("samples") != k:
             raise SystemExit(f"--counts-from {path}: problem {expected!r} was sampled {record.get('samples')} times, "
                              f"not --k {k}")
     return records
