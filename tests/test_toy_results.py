@@ -87,6 +87,30 @@ def test_a_dump_summary_keeps_statuses_counts_and_the_shown_constructions(tmp_pa
                                     "trajectory": INSERTED["trajectory"]}]  # no token ids
 
 
+def test_an_opsd_dump_summary_keeps_per_step_log_probs_rejections_and_a_decoded_response(tmp_path):
+    from recipe_tapo.tiny_assets import build_tokenizer
+
+    work = tmp_path / "work"
+    run = work / "runs" / "opsd_s0"
+    tokenizer = build_tokenizer(str(run / "global_step_10" / "actor" / "huggingface"))
+    ids = tokenizer.encode("12 + 3 = 15", add_special_tokens=False)
+    rows = [{"step": 10, "has_teacher": True, "response_ids": ids, "student_log_probs": [-0.5] * len(ids),
+             "teacher_log_probs": [-0.5] * (len(ids) - 1) + [-4.5]},
+            {"step": 10, "has_teacher": False, "response_ids": ids[:3], "student_log_probs": [-9.0] * 3,
+             "teacher_log_probs": [0.0] * 3}]
+    _write_jsonl(run / "opsd_dump" / "step_000010.jsonl", rows)
+    _write_jsonl(run / "metrics.jsonl", [{"step": 10, "data": {"opsd/kl_estimate": 0.2}}])
+    save_results(str(work), str(tmp_path / "results"))
+    summary = json.loads((tmp_path / "results" / "runs" / "opsd_s0" / "opsd_dump_summary.json").read_text())
+    assert summary == [{"step": 10, "rows": 2, "rows_with_teacher": 1, "tokens_per_response": (len(ids) + 3) / 2,
+                        "student_log_prob": -0.5, "teacher_log_prob": pytest.approx(-0.5 - 4 / len(ids)),
+                        "gap": pytest.approx(4 / len(ids)), "teacher_rejects": pytest.approx(1 / len(ids)),
+                        "example": "12 + 3 = 15"}]  # the row without a teacher counts for rows and length only
+    report = render(collect(str(tmp_path / "results"), ["opsd"], ["0"]), ["opsd"], ["0"], rl_steps=10, quick=False,
+                    command="x")
+    assert f"| 10 | 2 (1) | {(len(ids) + 3) / 2:.1f} | -0.500 |" in report and "`12 + 3 = 15`" in report
+
+
 def test_the_results_folder_must_not_be_the_work_folder_and_the_work_folder_must_exist(tmp_path, capsys):
     with pytest.raises(ValueError, match="the results folder must differ from the work folder"):
         save_results(str(tmp_path), str(tmp_path))

@@ -43,6 +43,23 @@ def build_model_dir(out_dir: str, seed: int = 0) -> str:
     return out_dir
 
 
+def draw_rows(rng: random.Random, seen: set[str], split: str, count: int, difficulty: dict | None = None) -> list[dict]:
+    """`count` RL rows of problems not in `seen` (which gains them), ids `{split}-{index}`."""
+    rows = []
+    while len(rows) < count:
+        problem = sample_problem(rng, **(difficulty or {}))
+        if problem.text in seen:
+            continue
+        seen.add(problem.text)
+        # the right solution as the toy's reference (OPSD's privileged context); its own rng, so the
+        # splits' draws stay as they were
+        solution, _ = write_solution(problem, random.Random(0))
+        index = len(rows)
+        rows.append(make_row(DATA_SOURCE, problem.text, str(problem.answer), split, index, f"{split}-{index}",
+                             suffix="", solution=solution))
+    return rows
+
+
 def build_data(out_dir: str, seed: int, train: int, val: int, test: int, sft: int, error_rate: float,
                reflect_rate: float = 0.0, difficulty: dict | None = None,
                hard_error_rate: float | None = None) -> dict[str, str]:
@@ -52,25 +69,10 @@ def build_data(out_dir: str, seed: int, train: int, val: int, test: int, sft: in
 
     rng = random.Random(seed)
     seen: set[str] = set()
-
-    def fresh() -> object:
-        while True:
-            problem = sample_problem(rng, **(difficulty or {}))
-            if problem.text not in seen:
-                seen.add(problem.text)
-                return problem
-
     os.makedirs(out_dir, exist_ok=True)
     paths = {}
     for split, count in (("test", test), ("val", val), ("train", train)):
-        rows = []
-        for index in range(count):
-            problem = fresh()
-            # the right solution as the toy's reference (OPSD's privileged context); its own rng, so the
-            # splits' draws stay as they were
-            solution, _ = write_solution(problem, random.Random(0))
-            rows.append(make_row(DATA_SOURCE, problem.text, str(problem.answer), split, index, f"{split}-{index}",
-                                 suffix="", solution=solution))
+        rows = draw_rows(rng, seen, split, count, difficulty)
         paths[split] = os.path.join(out_dir, f"{split}.parquet")
         pd.DataFrame(rows).to_parquet(paths[split], index=False)
     if not sft:

@@ -330,6 +330,60 @@ def eval_group_stats(eval_dir: str) -> dict | None:
     return _read_json(os.path.join(eval_dir, GROUP_STATS))
 
 
+OPSD_DUMP_SUMMARY = "opsd_dump_summary.json"
+# A teacher log-prob this far below the student's on the sampled token counts as the teacher rejecting it.
+OPSD_REJECT_GAP = 2.0
+OPSD_EXAMPLE_CHARS = 240
+
+
+def _final_tokenizer(run_dir: str):
+    """The tokenizer of a run's last saved checkpoint, None when the run kept none."""
+    folders = sorted(glob.glob(os.path.join(run_dir, "global_step_*", "actor", "huggingface")),
+                     key=lambda path: int(path.split("global_step_")[1].split(os.sep)[0]))
+    if not folders:
+        return None
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(folders[-1])
+
+
+def opsd_dump_summary(run_dir: str) -> list[dict]:
+    """Per dumped step of an OPSD run's `opsd_dump/`: rows, tokens a response, the student's and the
+    teacher's mean log-prob of the sampled tokens (rows with a teacher), their gap (the negated mean
+    advantage per unit coef), the share of tokens the teacher rejects (log-prob at least
+    `OPSD_REJECT_GAP` below the student's), and the first response decoded (cut to
+    `OPSD_EXAMPLE_CHARS`; token ids when the run kept no tokenizer)."""
+    tokenizer = _final_tokenizer(run_dir)
+    steps = []
+    for path in sorted(glob.glob(os.path.join(run_dir, "opsd_dump", "step_*.jsonl"))):
+        records = _read_jsonl(path)
+        if not records:
+            continue
+        taught = [record for record in records if record.get("has_teacher")]
+        student = [value for record in taught for value in record.get("student_log_probs", [])]
+        teacher = [value for record in taught for value in record.get("teacher_log_probs", [])]
+        gaps = [s - t for s, t in zip(student, teacher)]
+        ids = records[0].get("response_ids", [])
+        example = tokenizer.decode(ids) if tokenizer is not None else " ".join(map(str, ids))
+        steps.append({
+            "step": records[0].get("step"), "rows": len(records), "rows_with_teacher": len(taught),
+            "tokens_per_response": sum(len(record.get("response_ids", [])) for record in records) / len(records),
+            "student_log_prob": sum(student) / len(student) if student else None,
+            "teacher_log_prob": sum(teacher) / len(teacher) if teacher else None,
+            "gap": sum(gaps) / len(gaps) if gaps else None,
+            "teacher_rejects": sum(gap >= OPSD_REJECT_GAP for gap in gaps) / len(gaps) if gaps else None,
+            "example": example[:OPSD_EXAMPLE_CHARS],
+        })
+    return steps
+
+
+def run_opsd_dump_summary(run_dir: str) -> list[dict]:
+    """`opsd_dump_summary` of a run's `opsd_dump/`, or the one a results folder kept, or []."""
+    if os.path.isdir(os.path.join(run_dir, "opsd_dump")):
+        return opsd_dump_summary(run_dir)
+    return _read_json(os.path.join(run_dir, OPSD_DUMP_SUMMARY)) or []
+
+
 def dump_summary(records: list[dict]) -> dict:
     """What the report uses of a TAPO run's synthesis attempts: statuses, counts, inserted examples."""
     inserted = [record for record in records if record.get("status") == "ok"][:SHOWN_EXAMPLES]
@@ -370,6 +424,7 @@ def collect(work_dir: str, arms: list[str], seeds: list[str]) -> dict:
                 "dump": Counter(dump["statuses"]),
                 "counts": dump["counts"],
                 "examples": dump["examples"],
+                "opsd_dumps": run_opsd_dump_summary(run_dir),
             }
     return data
 
@@ -582,7 +637,29 @@ def _opsd_section(data: dict, arm: str, seeds: list[str]) -> list[str]:
     keys = [key for key in OPSD_STEP_KEYS if any(key in metrics for run in runs for metrics in run["steps"].values())]
     if not keys:
         return [f"**{arm_label(arm)}**: no `opsd/` metrics logged.", ""]
-    return _step_table(arm, runs, keys, digits=3) + [""]
+    return _step_table(arm, runs, keys, digits=3) + [""] + _opsd_dump_lines(arm, seeds, runs)
+
+
+def _opsd_dump_lines(arm: str, seeds: list[str], runs: list[dict]) -> list[str]:
+    """Each seed's dumped steps (`opsd_dump_summary`): what the self-teacher made of the rollouts."""
+    lines = []
+    for seed, run in zip(seeds, runs):
+        dumps = run.get("opsd_dumps") or []
+        if not dumps:
+            continue
+        lines += [f"{arm_label(arm)}, seed {seed}: the dumped steps (log-probs per sampled token, rows with a "
+                  f"teacher; rejects: teacher at least {OPSD_REJECT_GAP:g} nats below the student; the step's first "
+                  "response, cut):", "",
+                  "| step | rows (with teacher) | tokens a response | student log-prob | teacher log-prob | gap | "
+                  "tokens the teacher rejects | first response |", "|---|---|---|---|---|---|---|---|"]
+        for dump in dumps:
+            example = (dump.get("example") or "").replace("\n", " / ").replace("|", "\\|")
+            lines.append(f"| {dump['step']} | {dump['rows']} ({dump['rows_with_teacher']}) | "
+                         f"{dump['tokens_per_response']:.1f} | {fmt(dump['student_log_prob'], digits=3)} | "
+                         f"{fmt(dump['teacher_log_prob'], digits=3)} | {fmt(dump['gap'], digits=3)} | "
+                         f"{_percent(dump['teacher_rejects'])} | `{example}` |")
+        lines.append("")
+    return lines
 
 
 def _probe_share(probe: dict | None, key: str) -> float | None:

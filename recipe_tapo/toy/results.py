@@ -14,7 +14,9 @@ few kilobytes to a few hundred:
 - summarised, since the originals run to megabytes: an evaluation's `samples.jsonl` becomes
   `group_stats.json` (`report.group_stats`), a builder's `synthesis_records.jsonl` becomes
   `construction_counts.json` (`report.construction_counts`), a TAPO run's `tapo_dump/` becomes
-  `tapo_dump_summary.json` (statuses, counts and the first inserted constructions the report shows).
+  `tapo_dump_summary.json` (statuses, counts and the first inserted constructions the report shows), an
+  OPSD run's `opsd_dump/` becomes `opsd_dump_summary.json` (per dumped step: log-probs of student and
+  self-teacher, tokens the teacher rejects, the first response).
 
 The report reads a summary where the original is absent. Checkpoints are not results: seed 0's
 final checkpoints go to the script's EXPORT_DIR.
@@ -41,8 +43,8 @@ import os
 import re
 import shutil
 
-from recipe_tapo.toy.report import (DUMP_SUMMARY, GROUP_STATS, SYNTHESIS_COUNTS, builder_counts, eval_group_stats,
-                                    run_dump_summary)
+from recipe_tapo.toy.report import (DUMP_SUMMARY, GROUP_STATS, OPSD_DUMP_SUMMARY, SYNTHESIS_COUNTS, builder_counts,
+                                    eval_group_stats, run_dump_summary, run_opsd_dump_summary)
 
 # The forced-prefix probe's set: every probe stage reads it, so a resumed comparison needs it back.
 PROBE_SET = "eval/probe/probe_set.jsonl"
@@ -76,7 +78,8 @@ def save_results(work_dir: str, results_dir: str) -> list[str]:
             written.append(relative)
     summaries = ((os.path.join("eval", "pre_rl_*", "samples.jsonl"), GROUP_STATS, eval_group_stats),
                  (os.path.join("**", "synthesis_records.jsonl"), SYNTHESIS_COUNTS, builder_counts),
-                 (os.path.join("runs", "*", "tapo_dump"), DUMP_SUMMARY, run_dump_summary))
+                 (os.path.join("runs", "*", "tapo_dump"), DUMP_SUMMARY, run_dump_summary),
+                 (os.path.join("runs", "*", "opsd_dump"), OPSD_DUMP_SUMMARY, run_opsd_dump_summary))
     for pattern, name, summarise in summaries:
         for source in _sources(work_dir, results_dir, pattern):
             folder = os.path.dirname(source)
