@@ -810,6 +810,11 @@ def render(data: dict, arms: list[str], seeds: list[str], rl_steps: int, quick: 
                                     + [fmt(test.get(key)) for key in ("dsr", "err", "reflection_rate")])
                          + f"; {fmt(_final_val(run))}")
         lines.append("| " + " | ".join(cells) + " |")
+    if BASELINE_ARM in arms and "tapo" in arms and not quick and eval_split == "test":
+        # imported here: the predictions module builds on this one's helpers
+        from recipe_tapo.toy.predictions import predictions_section
+
+        lines += predictions_section(data, seeds)
 
     lines += _probe_section(data, arms, seeds)
     lines += _zpd_section(data)
