@@ -49,8 +49,9 @@
 #                $WORK_DIR/export
 #   RESULTS_DIR  where the small results (evaluations, probes, metrics, stage times; summaries of the
 #                large files: recipe_tapo.toy.results) are kept after every stage, and where the report
-#                is built from them alone; default docs/toy_experiment/comparison for a full test-split
-#                run with no RL_EXTRA, else $WORK_DIR/results
+#                is built from them alone (every arm and seed evaluated there, other work folders' too);
+#                default docs/toy_experiment/comparison for a full test-split run with no RL_EXTRA, else
+#                $WORK_DIR/results
 #   COMMIT_RESULTS=1  git-commit RESULTS_DIR (inside this repository) after every stage that changes
 #                it: a comparison that outlasts its session keeps every finished run
 #   UNTIL=<stage>  stop after that stage (e.g. COLD_START=build UNTIL=cold_start_sft)
@@ -543,10 +544,12 @@ for seed in $SEEDS; do
     done
 done
 # The report is cheap: always rebuilt, from the kept results alone (what a resumed comparison has).
+# It covers every arm and seed evaluated in RESULTS_DIR, this invocation's and those of other work
+# folders sharing it, so that runs side by side do not overwrite each other's report.
 log "report: building"
 keep_results report
-python -m recipe_tapo.toy.report --work-dir "$RESULTS_DIR" --arms $ARMS --seeds $SEEDS --rl-steps "$RL_STEPS" \
-    --eval-split "$EVAL_SPLIT" --quick "$QUICK" >"$LOG_DIR/report.log" 2>&1 || { tail -n 40 "$LOG_DIR/report.log"; exit 1; }
+python -m recipe_tapo.toy.report --work-dir "$RESULTS_DIR" --arms $ARMS --seeds $SEEDS --add-evaluated \
+    --rl-steps "$RL_STEPS" --eval-split "$EVAL_SPLIT" --quick "$QUICK" >"$LOG_DIR/report.log" 2>&1 || { tail -n 40 "$LOG_DIR/report.log"; exit 1; }
 log "report: $RESULTS_DIR/report.md, plot: $RESULTS_DIR/plot.png"
 exit
 }

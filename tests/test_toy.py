@@ -350,6 +350,22 @@ def test_the_report_gives_t_intervals_and_paired_differences():
     assert paired_differences({"0": 55.0, "1": 50.0, "2": None}, {"0": 52.0, "1": 51.0, "2": 49.0}) == [3.0, -1.0]
 
 
+def test_the_report_adds_every_arm_and_seed_a_shared_results_folder_evaluated(tmp_path):
+    # Two work folders keep results in one folder; each invocation's report covers both.
+    from recipe_tapo.toy.report import with_evaluated
+
+    stages = tmp_path / ".stages"
+    stages.mkdir()
+    for name in ("eval_cold_start", "eval_grpo_s0", "eval_grpo_s10", "eval_tapo_teacher_s2", "rl_opsd_s3",
+                 "eval_my_arm_s1", "probe_tapo_s4"):
+        (stages / f"{name}.done").write_text("1")
+    arms, seeds = with_evaluated(str(tmp_path), ["tapo_no_ots", "tapo"], ["1"])
+    # the script's order, unknown arms last; seeds by number; unfinished runs (no eval marker) left out
+    assert arms == ["grpo", "tapo", "tapo_teacher", "tapo_no_ots", "my_arm"]
+    assert seeds == ["0", "1", "2", "10"]
+    assert with_evaluated(str(tmp_path / "elsewhere"), ["tapo", "grpo"], ["2", "0"]) == (["grpo", "tapo"], ["0", "2"])
+
+
 def test_the_report_counts_inserted_right_and_reflecting_constructions():
     from recipe_tapo.toy.report import arm_label, construction_counts
 

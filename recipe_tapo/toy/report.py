@@ -84,6 +84,29 @@ _T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
           2.045, 2.042)
 
 
+# The order the report lists arms in (the script's main arms, then its ablations); others follow.
+ARM_ORDER = ("grpo", "tapo", "opsd", "tapo_teacher", "tapo_degenerate_zero", "tapo_batch_ref", "tapo_before_error",
+             "tapo_joint_loss", "tapo_no_dae", "tapo_no_ots", "tapo_full_reconstruction")
+_EVALUATED_MARKER = re.compile(r"^eval_(.+)_s(\d+)\.done$")
+
+
+def with_evaluated(work_dir: str, arms: list[str], seeds: list[str]) -> tuple[list[str], list[str]]:
+    """The arms and seeds given, plus every arm and seed whose evaluation the folder keeps
+    (`.stages/eval_<arm>_s<seed>.done`): several work folders sharing one results folder each
+    rebuild the report over all of it, not over their own arms alone. Arms in ARM_ORDER, seeds by number."""
+    arms, seeds = list(dict.fromkeys(arms)), set(seeds)
+    stages = os.path.join(work_dir, ".stages")
+    for name in sorted(os.listdir(stages)) if os.path.isdir(stages) else ():
+        match = _EVALUATED_MARKER.match(name)
+        if match:
+            if match.group(1) not in arms:
+                arms.append(match.group(1))
+            seeds.add(match.group(2))
+    rank = {arm: index for index, arm in enumerate(ARM_ORDER)}
+    return (sorted(arms, key=lambda arm: rank.get(arm, len(ARM_ORDER))),
+            sorted(seeds, key=lambda seed: (int(seed) if seed.isdigit() else math.inf, seed)))
+
+
 def arm_label(arm: str) -> str:
     """The arm's name as the report prints it (the oracle arm says what it is)."""
     return ARM_LABELS.get(arm, arm)
@@ -857,7 +880,11 @@ def main(argv: list[str] | None = None) -> None:
                         help="the split the arms were scored on (the script's EVAL_SPLIT)")
     parser.add_argument("--quick", default="0")
     parser.add_argument("--command", default=None, help="the command that made the work folder (for the report)")
+    parser.add_argument("--add-evaluated", action="store_true",
+                        help="also report every arm and seed evaluated in the folder (its .stages/eval_<arm>_s<seed>.done)")
     args = parser.parse_args(argv)
+    if args.add_evaluated:
+        args.arms, args.seeds = with_evaluated(args.work_dir, args.arms, args.seeds)
     quick = args.quick == "1"
     command = args.command or (("QUICK=1 " if quick else "") + "bash run_scripts/run_toy_reproduction.sh")
     data = collect(args.work_dir, args.arms, args.seeds)
