@@ -67,9 +67,11 @@ def constructed_row_metrics(
     is_original: np.ndarray,
     is_constructed: np.ndarray,
     is_padding: np.ndarray,
+    old_log_probs: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """The `tapo/` metrics of the trained batch: row and token shares, advantages, OTS weights on
-    the kept prefix, on the inserted text and on its first token, and the prefix's net advantage.
+    the kept prefix, on the inserted text and on its first token, the policy's probability of that
+    first token, and the prefix's net advantage.
 
     Args:
         advantages: shape (bs, response_length), DAE advantages before lambda and OTS.
@@ -79,6 +81,8 @@ def constructed_row_metrics(
         cut_tokens: shape (bs,), kept prefix length of each constructed row.
         prefix_net: shape (n_constructed,), `prefix_net_advantage` of the same batch.
         is_original, is_constructed, is_padding: shape (bs,), bool.
+        old_log_probs: shape (bs, response_length), the old-log-prob pass (constructed rows under
+            their original prompt), or None where the batch has none.
     """
     mask = response_mask.bool()
     tokens = mask.sum(dim=-1)
@@ -97,21 +101,26 @@ def constructed_row_metrics(
     positions = torch.arange(mask.shape[1]).unsqueeze(0)
     cut = torch.as_tensor(np.asarray(cut_tokens, dtype=np.int64)).unsqueeze(1)
     rows = constructed.unsqueeze(1)
+    # The first inserted token opens the reflection, right after the policy's own wrong step: where
+    # the policy never makes that move, OTS holds it at its floor (the first toy: 0.01 for every
+    # construction), and its probability says how often the policy would reflect there by itself.
+    first = [(row, int(cut_tokens[row])) for row in np.flatnonzero(is_constructed).tolist()
+             if int(cut_tokens[row]) < mask.shape[1] and mask[row, int(cut_tokens[row])]]
+    first_at = tuple(list(index) for index in zip(*first))
     if ots_weights is not None:
         for name, part in (("prefix", mask & (positions < cut) & rows), ("inserted", mask & (positions >= cut) & rows)):
             values = ots_weights[part]
             metrics[f"tapo/ots_weight_mean/{name}"] = _mean(values)
             metrics[f"tapo/ots_weight_min/{name}"] = float(values.min()) if values.numel() else 0.0
             metrics[f"tapo/ots_weight_max/{name}"] = float(values.max()) if values.numel() else 0.0
-        # The first inserted token opens the reflection: where the policy never makes that move, OTS
-        # holds it at its floor (the first toy: 0.01 for every construction).
-        first = [(row, int(cut_tokens[row])) for row in np.flatnonzero(is_constructed).tolist()
-                 if int(cut_tokens[row]) < mask.shape[1] and mask[row, int(cut_tokens[row])]]
         if first:
-            rows_at, columns = zip(*first)
-            values = ots_weights[list(rows_at), list(columns)].double().cpu().numpy()
+            values = ots_weights[first_at].double().cpu().numpy()
             metrics["tapo/ots_weight_mean/first_inserted"] = float(values.mean())
             metrics["tapo/ots_weight_median/first_inserted"] = float(np.median(values))
+    if old_log_probs is not None and first:
+        values = old_log_probs[first_at].double().exp().cpu().numpy()
+        metrics["tapo/probability_mean/first_inserted"] = float(values.mean())
+        metrics["tapo/probability_median/first_inserted"] = float(np.median(values))
     metrics["tapo/prefix_net_advantage"] = float(prefix_net.mean())
     metrics["tapo/prefix_net_advantage_positive_share"] = float((prefix_net > 0).mean())
     return metrics

@@ -268,8 +268,9 @@ class RayTAPOTrainer(RayPPOTrainer):
 
         cut, source = (np.asarray(batch.non_tensor_batch[key], dtype=np.int64) for key in (CUT_TOKENS, SOURCE_ROW))
         prefix_net = prefix_net_advantage(dae, factor, scales, cut, source, original, constructed)
+        old_log_probs = batch.batch["old_log_probs"] if "old_log_probs" in batch.batch.keys() else None
         metrics = constructed_row_metrics(
-            dae, factor, ots, batch.batch["response_mask"], cut, prefix_net, original, constructed, padding
+            dae, factor, ots, batch.batch["response_mask"], cut, prefix_net, original, constructed, padding, old_log_probs
         )
         metrics.update(self._loss_scale_metrics(batch, scales, original, constructed, mini_batch))
         metrics.update(self._pending_metrics)

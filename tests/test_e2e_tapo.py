@@ -65,6 +65,7 @@ def test_constructions_are_inserted_and_trained(tapo_run):
         # separate loss normalisation over the whole step: L_ref weighs lambda (1) once per mini-batch
         assert step["tapo/effective_lambda"] == pytest.approx(1.0, rel=1e-5)
         assert 0 < step["tapo/loss_scale/constructed_min"] <= step["tapo/loss_scale/constructed_max"]
+        assert 0 < step["tapo/probability_median/first_inserted"] <= 1  # from verl's old-log-prob pass
         # verl's token counts (meta_info, throughput) cover every trained row, constructed ones too ...
         original_tokens = 16 * (step["prompt_length/mean"] + step["response_length/mean"])
         assert step["perf/total_num_tokens"] > original_tokens + step["tapo/constructed_rows"]

@@ -130,3 +130,24 @@ def test_the_first_inserted_tokens_ots_weight_is_read_at_each_constructions_cut(
     )
     assert metrics["tapo/ots_weight_mean/first_inserted"] == pytest.approx((0.01 + 0.02 + 0.9) / 3)
     assert metrics["tapo/ots_weight_median/first_inserted"] == pytest.approx(0.02)
+
+
+def test_the_first_inserted_tokens_probability_is_logged_with_ots_off_too():
+    # The policy's probability of opening the reflection right after its own wrong step: read from
+    # the old-log-prob pass at each construction's cut, with or without OTS; original rows left out.
+    log_probs = torch.log(torch.tensor([[0.9, 0.9, 0.9], [0.5, 0.04, 0.3], [0.2, 0.9, 0.9], [0.7, 0.7, 0.1]]))
+    mask = torch.ones(4, 3, dtype=torch.long)
+    for ots in (None, torch.ones(4, 3)):
+        metrics = constructed_row_metrics(
+            torch.ones(4, 3), torch.ones(4, 3), ots, mask, np.array([0, 1, 0, 2]), np.zeros(3),
+            np.array([True, False, False, False]), np.array([False, True, True, True]), np.zeros(4, dtype=bool),
+            old_log_probs=log_probs,
+        )
+        assert metrics["tapo/probability_mean/first_inserted"] == pytest.approx((0.04 + 0.2 + 0.1) / 3)
+        assert metrics["tapo/probability_median/first_inserted"] == pytest.approx(0.1)
+        assert ("tapo/ots_weight_median/first_inserted" in metrics) == (ots is not None)
+    without = constructed_row_metrics(
+        torch.ones(4, 3), torch.ones(4, 3), None, mask, np.array([0, 1, 0, 2]), np.zeros(3),
+        np.array([True, False, False, False]), np.array([False, True, True, True]), np.zeros(4, dtype=bool),
+    )
+    assert not any(key.startswith("tapo/probability") for key in without)

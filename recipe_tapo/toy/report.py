@@ -68,11 +68,13 @@ MECHANISM_KEYS = (("tapo/eligible_groups", "eligible groups"), ("tapo/constructe
                   ("tapo/constructed_token_share", "constructed token share"),
                   ("tapo/constructed_acc", "constructed right"),
                   ("tapo/ots_weight_median/first_inserted", "OTS, first inserted token (step median)"),
+                  ("tapo/probability_median/first_inserted", "P(first inserted token) (step median)"),
                   ("tapo/ots_weight_mean/inserted", "OTS, inserted tokens"),
                   ("tapo/loss_scale/constructed", "loss scale, constructed"),
                   ("tapo/loss_scale/original", "loss scale, rollouts"),
                   ("tapo/entropy/constructed", "entropy, constructed"), ("tapo/entropy/original", "entropy, rollouts"))
-PER_CONSTRUCTION_KEYS = ("tapo/constructed_acc", "tapo/ots_weight_median/first_inserted", "tapo/ots_weight_mean/inserted",
+PER_CONSTRUCTION_KEYS = ("tapo/constructed_acc", "tapo/ots_weight_median/first_inserted",
+                         "tapo/probability_median/first_inserted", "tapo/ots_weight_mean/inserted",
                          "tapo/loss_scale/constructed", "tapo/entropy/constructed")
 # The per-step OPSD metrics of the report's table, each shown when a run logged it (the KL estimate
 # and the advantage statistics only exist at steps with a teacher signal).
@@ -846,8 +848,10 @@ def render(data: dict, arms: list[str], seeds: list[str], rl_steps: int, quick: 
         lines += ["", "## TAPO's mechanism over the runs", "",
                   "Each a mean over a run's steps (the constructed rows' accuracy, OTS weights, loss scale and entropy: "
                   "over the steps that had constructions), then mean ± sd over seeds. OTS weights multiply each "
-                  "constructed token's advantage (1 = unchanged; the first inserted token opens the reflection); loss "
-                  "scales are each row kind's factor in the step's loss (docs/metrics.md).", ""]
+                  "constructed token's advantage (1 = unchanged; the first inserted token opens the reflection); "
+                  "P(first inserted token) is the policy's own probability of opening it right after its wrong step "
+                  "(n/a: a run from before that metric was logged); loss scales are each row kind's factor in the "
+                  "step's loss (docs/metrics.md).", ""]
         lines += _mechanism_section(data, tapo_arms, seeds)
         lines += ["", "## TAPO: the synthesis during RL, per step (mean over seeds)", ""]
     for arm in tapo_arms:
