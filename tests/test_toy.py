@@ -366,6 +366,19 @@ def test_the_report_adds_every_arm_and_seed_a_shared_results_folder_evaluated(tm
     assert with_evaluated(str(tmp_path / "elsewhere"), ["tapo", "grpo"], ["2", "0"]) == (["grpo", "tapo"], ["0", "2"])
 
 
+def test_the_reports_line_of_pass1_against_the_reflecting_share():
+    from recipe_tapo.toy.report import linear_fit
+
+    slope, intercept, r = linear_fit([0.0, 1.0, 2.0], [1.0, 3.0, 5.0])
+    assert (slope, intercept, r) == pytest.approx((2.0, 1.0, 1.0))
+    slope, intercept, r = linear_fit([0.0, 10.0, 20.0, 30.0], [95.0, 92.0, 94.0, 85.0])
+    # centred: sxx 500, syy 61, sxy -140
+    assert slope == pytest.approx(-0.28) and intercept == pytest.approx(95.7)
+    assert r == pytest.approx(-140 / (500 * 61) ** 0.5)
+    assert linear_fit([1.0, 2.0], [3.0, 4.0]) is None  # two points always fit
+    assert linear_fit([5.0, 5.0, 5.0], [1.0, 2.0, 3.0]) is None  # no spread
+
+
 def test_the_report_counts_inserted_right_and_reflecting_constructions():
     from recipe_tapo.toy.report import arm_label, construction_counts
 

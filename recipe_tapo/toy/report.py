@@ -578,6 +578,36 @@ def _results_table(data: dict, arms: list[str], seeds: list[str]) -> list[str]:
     return lines
 
 
+def linear_fit(xs: list[float], ys: list[float]) -> tuple[float, float, float] | None:
+    """Least-squares line through (xs, ys): (slope, intercept, Pearson r); None below 3 points or
+    with no spread in either."""
+    n = len(xs)
+    if n < 3:
+        return None
+    mean_x, mean_y = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mean_x) ** 2 for x in xs)
+    syy = sum((y - mean_y) ** 2 for y in ys)
+    sxy = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys))
+    if sxx == 0 or syy == 0:
+        return None
+    slope = sxy / sxx
+    return slope, mean_y - slope * mean_x, sxy / math.sqrt(sxx * syy)
+
+
+def _reflecting_line(data: dict, arms: list[str], seeds: list[str]) -> list[str]:
+    """Test Pass@1 against the share of answers that reflect, over every scored run of the arms
+    that train on outcome reward (OPSD's runs left out: its advantage is the teacher's)."""
+    points = [(run["test"]["reflection_rate"], run["test"]["pass@1"]) for arm in arms
+              if not arm.startswith(OPSD_ARM_PREFIX) for run in (data["runs"][(arm, seed)] for seed in seeds)
+              if run["test"] and run["test"].get("reflection_rate") is not None and run["test"].get("pass@1") is not None]
+    fit = linear_fit([x for x, _ in points], [y for _, y in points])
+    if fit is None:
+        return []
+    slope, intercept, r = fit
+    return ["", f"Pass@1 against the reflecting share, over the {len(points)} runs above (OPSD's left out): "
+                f"Pass@1 = {intercept:.1f} {slope:+.3f} x reflecting (least squares), Pearson r = {r:+.2f}."]
+
+
 def _paired_table(data: dict, arms: list[str], seeds: list[str]) -> list[str]:
     """Each arm minus GRPO, seed by seed: mean, 95% t-interval and the per-seed differences."""
     lines = ["| arm | Pass@1 - GRPO | 95% CI | per seed | greedy - GRPO | 95% CI | per seed |",
@@ -835,6 +865,7 @@ def render(data: dict, arms: list[str], seeds: list[str], rl_steps: int, quick: 
                                     + [fmt(test.get(key)) for key in ("dsr", "err", "reflection_rate")])
                          + f"; {fmt(_final_val(run))}")
         lines.append("| " + " | ".join(cells) + " |")
+    lines += _reflecting_line(data, arms, seeds)
     if BASELINE_ARM in arms and "tapo" in arms and not quick and eval_split == "test":
         # imported here: the predictions module builds on this one's helpers
         from recipe_tapo.toy.predictions import predictions_section
