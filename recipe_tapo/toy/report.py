@@ -473,12 +473,14 @@ def _series(runs: list[dict], key: str, when: str | None = None) -> dict[int, tu
     return {step: mean_std(values) for step, values in sorted(by_step.items())}
 
 
-def _errorbar(ax, series: dict[int, tuple[float | None, float | None]], label: str, scale: float = 1.0) -> None:
+def _errorbar(ax, series: dict[int, tuple[float | None, float | None]], label: str, scale: float = 1.0,
+              color: str | None = None) -> None:
     """One arm's mean ± std per step (`_series`) on `ax`; nothing when no step has a value."""
     points = [(step, mean, std) for step, (mean, std) in series.items() if mean is not None]
     if points:
         ax.errorbar([step for step, _, _ in points], [scale * mean for _, mean, _ in points],
-                    yerr=[scale * (std or 0.0) for _, _, std in points], marker="o", capsize=3, label=label)
+                    yerr=[scale * (std or 0.0) for _, _, std in points], marker="o", capsize=3, label=label,
+                    color=color)
 
 
 def plot(data: dict, arms: list[str], seeds: list[str], path: str) -> None:
@@ -488,6 +490,8 @@ def plot(data: dict, arms: list[str], seeds: list[str], path: str) -> None:
     import matplotlib.pyplot as plt
 
     tapo_arms = [arm for arm in arms if arm.startswith("tapo")]
+    # one colour per arm in every panel
+    colors = {arm: f"C{index % 10}" for index, arm in enumerate(arms)}
     figure, axes = plt.subplots(1, 4, figsize=(21, 4.5))
     ax = axes[0]
     for arm in arms:
@@ -498,15 +502,18 @@ def plot(data: dict, arms: list[str], seeds: list[str], path: str) -> None:
         stats = [mean_std([curve.get(step) for curve in curves]) for step in steps]
         means = [mean for mean, _ in stats]
         stds = [std for _, std in stats]
-        ax.plot(steps, means, marker="o", label=f"{arm_label(arm)} (n={sum(1 for curve in curves if curve)})")  # seeds run
-        ax.fill_between(steps, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)], alpha=0.2)
+        ax.plot(steps, means, marker="o", color=colors[arm],
+                label=f"{arm_label(arm)} (n={sum(1 for curve in curves if curve)})")  # seeds run
+        ax.fill_between(steps, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)],
+                        color=colors[arm], alpha=0.2)
     ax.set_title("validation accuracy (sampled, %)")
     ax.set_xlabel("step")
     if ax.get_legend_handles_labels()[0]:
         ax.legend()
     ax = axes[1]
     for arm in arms:
-        _errorbar(ax, _series([data["runs"][(arm, seed)] for seed in seeds], "critic/score/mean"), arm_label(arm), scale=100)
+        _errorbar(ax, _series([data["runs"][(arm, seed)] for seed in seeds], "critic/score/mean"), arm_label(arm),
+                  scale=100, color=colors[arm])
     ax.set_title("training rollouts: accuracy (original rows, %)")
     ax.set_xlabel("step")
     if ax.get_legend_handles_labels()[0]:
@@ -515,12 +522,13 @@ def plot(data: dict, arms: list[str], seeds: list[str], path: str) -> None:
                            (axes[3], "tapo/constructed_rows", "TAPO: constructed rows inserted per step")):
         for arm in tapo_arms:
             when = "tapo/synthesis_answered" if key == "tapo/parse_rate" else None
-            _errorbar(ax, _series([data["runs"][(arm, seed)] for seed in seeds], key, when), arm_label(arm))
+            _errorbar(ax, _series([data["runs"][(arm, seed)] for seed in seeds], key, when), arm_label(arm),
+                      color=colors[arm])
         if key == "tapo/constructed_rows":
             for arm in tapo_arms:
                 series = _series([data["runs"][(arm, seed)] for seed in seeds], "tapo/pairs")
                 if series:
-                    ax.plot(list(series), [value[0] for value in series.values()], linestyle="--",
+                    ax.plot(list(series), [value[0] for value in series.values()], linestyle="--", color=colors[arm],
                             label=f"{arm_label(arm)}: pairs (synthesis requests)")
         ax.set_title(title + (" (steps with synthesis outputs)" if key == "tapo/parse_rate" else ""))
         ax.set_xlabel("step")
