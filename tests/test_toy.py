@@ -366,6 +366,20 @@ def test_the_report_adds_every_arm_and_seed_a_shared_results_folder_evaluated(tm
     assert with_evaluated(str(tmp_path / "elsewhere"), ["tapo", "grpo"], ["2", "0"]) == (["grpo", "tapo"], ["0", "2"])
 
 
+def test_the_reports_command_line_adds_the_evaluated_arms(tmp_path):
+    # What the script runs after every invocation: its own arm and seed, plus the other lane's.
+    from recipe_tapo.toy.report import main
+
+    (tmp_path / ".stages").mkdir()
+    for name in ("eval_grpo_s0", "eval_tapo_s1"):
+        (tmp_path / ".stages" / f"{name}.done").write_text("1")
+    main(["--work-dir", str(tmp_path), "--arms", "tapo", "--seeds", "1", "--add-evaluated", "--rl-steps", "2"])
+    report = (tmp_path / "report.md").read_text()
+    assert "Arms: grpo, tapo; seeds: 0, 1;" in report and "| grpo | 0/2 |" in report
+    main(["--work-dir", str(tmp_path), "--arms", "tapo", "--seeds", "1", "--rl-steps", "2"])
+    assert "Arms: tapo; seeds: 1;" in (tmp_path / "report.md").read_text()
+
+
 def test_the_reports_line_of_pass1_against_the_reflecting_share():
     from recipe_tapo.toy.report import linear_fit
 

@@ -41,6 +41,7 @@ import json
 import math
 import os
 import re
+import statistics
 import sys
 from collections import Counter, defaultdict
 
@@ -589,17 +590,10 @@ def _results_table(data: dict, arms: list[str], seeds: list[str]) -> list[str]:
 def linear_fit(xs: list[float], ys: list[float]) -> tuple[float, float, float] | None:
     """Least-squares line through (xs, ys): (slope, intercept, Pearson r); None below 3 points or
     with no spread in either."""
-    n = len(xs)
-    if n < 3:
+    if len(xs) < 3 or len(set(xs)) < 2 or len(set(ys)) < 2:
         return None
-    mean_x, mean_y = sum(xs) / n, sum(ys) / n
-    sxx = sum((x - mean_x) ** 2 for x in xs)
-    syy = sum((y - mean_y) ** 2 for y in ys)
-    sxy = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys))
-    if sxx == 0 or syy == 0:
-        return None
-    slope = sxy / sxx
-    return slope, mean_y - slope * mean_x, sxy / math.sqrt(sxx * syy)
+    slope, intercept = statistics.linear_regression(xs, ys)
+    return slope, intercept, statistics.correlation(xs, ys)
 
 
 def _reflecting_line(data: dict, arms: list[str], seeds: list[str]) -> list[str]:
